@@ -1,0 +1,114 @@
+/**
+ * Walks an instance's migrated roots into FileEntry listings (Java: CassandraInstanceFiles).
+ *
+ * - Roots in migrationRoots() order, each depth-first pre-order; the root itself is not listed;
+ *   a configured root that does not exist is skipped.
+ * - Directories matched by dirs_to_exclude are skipped with their subtree; files matched by
+ *   files_to_exclude are skipped; download temp files are skipped (and reported).
+ * - Symlinks are never traversed; their attributes are those of the target.
+ * - A path that vanishes during the walk (compaction on a live source) is left out instead of
+ *   failing the listing. Other IO errors reject with an AgentError.
+ */
+import { readdir, stat } from "node:fs/promises";
+import path from "node:path";
+import { AgentError } from "../errors.js";
+import { fileUrlOf, type MigrationRoot } from "../instance/directories.js";
+import type { FileEntry } from "../migration/types.js";
+import type { Exclusions } from "./exclude.js";
+import { mtimeMsOf } from "./mtime.js";
+import { isTempName } from "./temp-name.js";
+
+export interface LocalEntry extends FileEntry {
+  readonly root: MigrationRoot;
+  /** POSIX path relative to the root. */
+  readonly relPath: string;
+  readonly absPath: string;
+}
+
+export interface Listing {
+  readonly entries: LocalEntry[];
+  /** Sum of FILE sizes in bytes. */
+  readonly totalSize: number;
+  /** Download temp files found (absolute paths); never part of `entries`. */
+  readonly tempFiles: string[];
+}
+
+const STAT_PARALLELISM = 32;
+
+function vanished(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException).code;
+  return code === "ENOENT" || code === "ENOTDIR";
+}
+
+/** Lists every migratable file and directory under `roots`. */
+export async function listRoots(roots: readonly MigrationRoot[], exclusions: Exclusions): Promise<Listing> {
+  const entries: LocalEntry[] = [];
+  const tempFiles: string[] = [];
+  let totalSize = 0;
+  for (const root of roots) {
+    const base = path.resolve(root.path);
+    try {
+      if (!(await stat(base)).isDirectory()) continue;
+    } catch (err) {
+      if (vanished(err)) continue;
+      throw new AgentError("Internal", `cannot read ${base}: ${(err as Error).message}`, { cause: err });
+    }
+    const walk = async (absDir: string, relDir: string): Promise<void> => {
+      let names;
+      try {
+        names = await readdir(absDir, { withFileTypes: true });
+      } catch (err) {
+        if (vanished(err)) return;
+        throw new AgentError("Internal", `cannot list ${absDir}: ${(err as Error).message}`, { cause: err });
+      }
+      names.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+      const found: (LocalEntry | undefined)[] = new Array(names.length);
+      for (let i = 0; i < names.length; i += STAT_PARALLELISM) {
+        await Promise.all(
+          names.slice(i, i + STAT_PARALLELISM).map(async (dirent, j) => {
+            const absPath = path.join(absDir, dirent.name);
+            if (dirent.isFile() && isTempName(dirent.name)) {
+              tempFiles.push(absPath);
+              return;
+            }
+            let st;
+            try {
+              st = await stat(absPath, { bigint: true });
+            } catch (err) {
+              if (vanished(err)) return;
+              throw new AgentError("Internal", `cannot stat ${absPath}: ${(err as Error).message}`, { cause: err });
+            }
+            const isDir = st.isDirectory();
+            if (!isDir && !st.isFile()) return; // sockets, fifos, dangling links
+            if (isDir ? exclusions.isDirExcluded(root, absPath) : exclusions.isFileExcluded(root, absPath)) return;
+            const relPath = relDir === "" ? dirent.name : `${relDir}/${dirent.name}`;
+            found[i + j] = {
+              root,
+              relPath,
+              absPath,
+              fileUrl: fileUrlOf(root, relPath),
+              size: isDir ? -1 : Number(st.size),
+              fileType: isDir ? "DIRECTORY" : "FILE",
+              lastModifiedTime: mtimeMsOf(st),
+            };
+          }),
+        );
+      }
+      for (let k = 0; k < names.length; k++) {
+        const entry = found[k];
+        if (!entry) continue;
+        entries.push(entry);
+        if (entry.fileType === "FILE") totalSize += entry.size;
+        // Traverse real directories only, never a symlink to one.
+        else if (names[k]!.isDirectory()) await walk(entry.absPath, entry.relPath);
+      }
+    };
+    await walk(base, "");
+  }
+  return { entries, totalSize, tempFiles };
+}
+
+/** Strips the local fields, leaving the wire shape. */
+export function toFileEntry(e: LocalEntry): FileEntry {
+  return { fileUrl: e.fileUrl, size: e.size, fileType: e.fileType, lastModifiedTime: e.lastModifiedTime };
+}

@@ -1,0 +1,28 @@
+/** Millisecond-exact file times. */
+import { stat, utimes } from "node:fs/promises";
+
+/**
+ * Sets a path's mtime (and atime) so that it reads back as exactly `mtimeMs` milliseconds.
+ * Node converts fractional seconds to a timespec through a double, which truncates about half
+ * of all millisecond values to the millisecond below; aiming at the middle of the millisecond
+ * makes the truncation harmless.
+ */
+export async function setMtimeMs(path: string, mtimeMs: number): Promise<void> {
+  const seconds = (mtimeMs + 0.5) / 1000;
+  await utimes(path, seconds, seconds);
+}
+
+/** mtime in whole epoch milliseconds, truncated like Java's FileTime.toMillis(). */
+export function mtimeMsOf(stats: { mtimeNs: bigint }): number {
+  return Number(stats.mtimeNs / 1_000_000n);
+}
+
+/** stat() with bigint times; returns undefined when the path does not exist. */
+export async function statOrUndefined(path: string) {
+  try {
+    return await stat(path, { bigint: true });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT" || (err as NodeJS.ErrnoException).code === "ENOTDIR") return undefined;
+    throw err;
+  }
+}

@@ -1,0 +1,114 @@
+/**
+ * The one path checker. Every file URL a client or a peer sends goes through resolveFileUrl
+ * (lexical checks) and, on the source, through resolveReadableFile (filesystem checks), in the
+ * order and with the messages of the Java Sidecar's file route (behaviour doc §1.8).
+ *
+ * Rules: the path is percent-decoded exactly once; `..` segments are refused before and after
+ * decoding; NUL is refused; the result must stay under its root lexically and, with symlinks
+ * resolved, under the root's real path (symlinks inside the root are served).
+ */
+import { realpath, stat } from "node:fs/promises";
+import path from "node:path";
+import { AgentError } from "../errors.js";
+import { DIR_TYPES, FILES_ROUTE_PREFIX, type DirType, type MigrationRoot } from "../instance/directories.js";
+import type { Exclusions } from "./exclude.js";
+import { mtimeMsOf } from "./mtime.js";
+
+export interface ResolvedFileUrl {
+  readonly root: MigrationRoot;
+  /** Decoded POSIX path relative to the root; "" for the root itself. */
+  readonly relPath: string;
+  /** Absolute local path (lexically resolved, symlinks not followed). */
+  readonly absPath: string;
+}
+
+const DOT_DOT = /(^|\/)\.\.(\/|$)/;
+
+/**
+ * Resolves a file URL (`/api/v1/live-migration/files/<dirType>/<dirIndex>/<path>`, as sent:
+ * still percent-encoded, query stripped) against an instance's roots, without touching disk.
+ * @throws AgentError InvalidArgument (400) or NotFound (404) with the Java Sidecar's messages.
+ */
+export function resolveFileUrl(roots: readonly MigrationRoot[], fileUrl: string): ResolvedFileUrl {
+  if (!fileUrl.startsWith(FILES_ROUTE_PREFIX)) throw new AgentError("NotFound", `File url ${fileUrl} is unknown.`);
+  const rest = fileUrl.slice(FILES_ROUTE_PREFIX.length);
+  const [dirTypeRaw = "", dirIndexRaw = "", ...pathSegments] = rest.split("/");
+  if (!(DIR_TYPES as readonly string[]).includes(dirTypeRaw)) {
+    throw new AgentError("InvalidArgument", `Invalid directory type: ${safeDecode(dirTypeRaw)}`);
+  }
+  const dirType = dirTypeRaw as DirType;
+  if (!/^\d+$/.test(dirIndexRaw) || !Number.isSafeInteger(Number(dirIndexRaw))) {
+    throw new AgentError("InvalidArgument", `Invalid directoryIndex: ${safeDecode(dirIndexRaw)}`);
+  }
+  const dirIndex = Number(dirIndexRaw);
+  const rawPath = pathSegments.join("/");
+  let relPath: string;
+  try {
+    relPath = pathSegments.map((s) => decodeURIComponent(s)).join("/");
+  } catch {
+    throw new AgentError("InvalidArgument", "Malformed request path");
+  }
+  if (relPath.includes("\0")) throw new AgentError("InvalidArgument", "Malformed request path");
+  if (DOT_DOT.test(rawPath) || DOT_DOT.test(relPath) || relPath.split("/").some((s) => s === "..")) {
+    throw new AgentError("InvalidArgument", `Tried to access file using relative path: ${relPath}`);
+  }
+  const root = roots.find((r) => r.dirType === dirType && r.dirIndex === dirIndex);
+  if (!root) throw new AgentError("NotFound", `File url ${fileUrl} is unknown.`);
+  const base = path.resolve(root.path);
+  const absPath = path.resolve(base, relPath);
+  if (absPath !== base && !absPath.startsWith(base + path.sep)) {
+    throw new AgentError("InvalidArgument", `Resolved path escapes base directory for url ${fileUrl}`);
+  }
+  return { root, relPath: path.relative(base, absPath).split(path.sep).join("/"), absPath };
+}
+
+function safeDecode(s: string): string {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return s;
+  }
+}
+
+export interface ReadableFile extends ResolvedFileUrl {
+  /** Symlink-resolved path; open this one. */
+  readonly realPath: string;
+  readonly size: number;
+  /** Epoch milliseconds. */
+  readonly lastModifiedTime: number;
+}
+
+/**
+ * Checks that a resolved URL names a regular, non-excluded file whose real path stays inside
+ * the root's real path.
+ * @throws AgentError NotFound "File not found" / excluded, PermissionDenied (symlink escape),
+ * InvalidArgument "Cannot transfer directory", Internal on other filesystem errors.
+ */
+export async function resolveReadableFile(resolved: ResolvedFileUrl, exclusions: Exclusions): Promise<ReadableFile> {
+  let realPath: string;
+  let realBase: string;
+  try {
+    realPath = await realpath(resolved.absPath);
+    realBase = await realpath(resolved.root.path);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "ENOENT" || code === "ENOTDIR") throw new AgentError("NotFound", "File not found", { cause: err });
+    throw new AgentError("Internal", "Filesystem error while resolving requested path", { cause: err });
+  }
+  if (realPath !== realBase && !realPath.startsWith(realBase + path.sep)) {
+    throw new AgentError("PermissionDenied", "Resolved path escapes base directory");
+  }
+  let stats;
+  try {
+    stats = await stat(realPath, { bigint: true });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") throw new AgentError("NotFound", "File not found", { cause: err });
+    throw new AgentError("Internal", "Filesystem error while resolving requested path", { cause: err });
+  }
+  if (stats.isDirectory()) throw new AgentError("InvalidArgument", "Cannot transfer directory");
+  if (!stats.isFile()) throw new AgentError("NotFound", "File not found");
+  if (exclusions.isPathExcluded(resolved.root, resolved.absPath, false)) {
+    throw new AgentError("NotFound", "Requested path is excluded from live migration");
+  }
+  return { ...resolved, realPath, size: Number(stats.size), lastModifiedTime: mtimeMsOf(stats) };
+}

@@ -1,0 +1,51 @@
+/**
+ * The port through which a destination reaches its source. The migration layer depends only
+ * on this interface; plane/client.ts implements it over gRPC. Every method rejects with an
+ * AgentError (Unavailable/DeadlineExceeded for transient faults, so callers can retry).
+ */
+import type { DigestAlgorithmName, FileEntry, MigrationStatus } from "./types.js";
+
+export interface ReadFileRequest {
+  readonly fileUrl: string;
+  /** First byte wanted. */
+  readonly offset: number;
+  /** Listing size; the source fails with Aborted if the file no longer has it (-1: no check). */
+  readonly expectedSize: number;
+  /** Listing mtime in epoch ms; the source fails with Aborted if it changed (-1: no check). */
+  readonly expectedLastModifiedTime: number;
+}
+
+/** The end of a ReadFile stream. */
+export interface ReadFileTrailer {
+  /** XXH64, seed 0, 16 lowercase hex digits, of the whole file [0, size). */
+  readonly xxh64: string;
+  readonly size: number;
+  readonly lastModifiedTime: number;
+}
+
+export type ReadFileMessage = { readonly data: Uint8Array } | { readonly trailer: ReadFileTrailer };
+
+export interface DigestResult {
+  readonly fileUrl: string;
+  /** Encoded digest; undefined when `error` is set. */
+  readonly digest?: string;
+  readonly error?: import("../errors.js").AgentError;
+}
+
+export interface SourcePeer {
+  /** The source instance's completion record. */
+  migrationStatus(signal?: AbortSignal): Promise<MigrationStatus>;
+  /** The source instance's full listing. */
+  listFiles(signal?: AbortSignal): Promise<FileEntry[]>;
+  /** Streams a file from an offset; data messages then exactly one trailer. */
+  readFile(request: ReadFileRequest, signal?: AbortSignal): AsyncIterable<ReadFileMessage>;
+  /** Digests many files over one stream, results in completion order, one per requested URL. */
+  digestFiles(
+    algorithm: DigestAlgorithmName,
+    fileUrls: readonly string[],
+    maxConcurrency: number,
+    signal?: AbortSignal,
+  ): AsyncIterable<DigestResult>;
+  /** Closes the underlying channels. */
+  close(): void;
+}
