@@ -106,7 +106,9 @@ export class Agent {
       });
       await dataCopy.init();
       instance.dataCopy = dataCopy;
-      instance.verification = new VerificationManager(deps);
+      const verification = new VerificationManager(deps);
+      await verification.init();
+      instance.verification = verification;
     }
     this.logger.info(
       {

@@ -1,0 +1,326 @@
+/**
+ * One files-verification task of a destination instance (behaviour doc §4): proves that the
+ * destination's copy equals the source's, metadata first, then byte for byte by digest.
+ *
+ * States:
+ *   NOT_STARTED  created, nothing read yet
+ *   IN_PROGRESS  listing both sides, comparing metadata, then digests
+ *   COMPLETED    every check passed: all five failure counters are 0
+ *   FAILED       a check failed (see the counters and mismatchedFiles) or a listing failed
+ *                (see failureReason)
+ *   CANCELLED    cancelled from NOT_STARTED or IN_PROGRESS; counters stop moving
+ * COMPLETED, FAILED and CANCELLED are terminal: cancel() leaves them unchanged, and start()
+ * after a cancel does nothing.
+ *
+ * Pipeline:
+ *   list local ─┐                                  ┌─ any failure → FAILED (no digest work)
+ *               ├─ compare metadata by fileUrl ────┤
+ *   list source ┘   (source retried on transient)  └─ digests (digests.ts) → COMPLETED | FAILED
+ *
+ * Cancel aborts one AbortController that reaches the source streams and the local hashers, so
+ * the work stops within a read of 1 MiB or a stream round trip; no source request starts after it.
+ */
+import { AgentError } from "../../errors.js";
+import { listRoots, type LocalEntry } from "../../fs/list.js";
+import type { Logger } from "../../log.js";
+import type { SourcePeer } from "../peer.js";
+import { withRetries } from "../retry.js";
+import type { VerificationState, VerificationTaskView } from "../task-api.js";
+import type { TaskDeps } from "../task-deps.js";
+import type { MigrationTask } from "../task-slot.js";
+import type { DigestAlgorithmName, FileEntry } from "../types.js";
+import { compareListings, type MetadataProblem } from "./compare.js";
+import { compareDigests, type DigestVerdict } from "./digests.js";
+
+/** How many fileUrls a view names at most. */
+export const MISMATCHED_FILES_CAP = 100;
+
+/** What the manager needs of a verification task, live or restored from disk. */
+export interface VerificationTaskHandle extends MigrationTask {
+  readonly kind: "files-verification";
+  view(): VerificationTaskView;
+  /** Cancels a task that has not finished; returns false (and changes nothing) otherwise. */
+  cancel(reason?: string): boolean;
+}
+
+export function isVerificationTask(task: MigrationTask | undefined): task is VerificationTaskHandle {
+  return task?.kind === "files-verification" && typeof (task as Partial<VerificationTaskHandle>).view === "function";
+}
+
+export interface VerificationTaskOptions {
+  readonly id: string;
+  /** As submitted; echoed in the view. */
+  readonly digestAlgorithm: string;
+  readonly algorithm: DigestAlgorithmName;
+  /** Files hashed at once at the source, and locally. */
+  readonly maxConcurrency: number;
+  readonly deps: TaskDeps;
+  /** The task's logger (carries liveMigrationRequest). */
+  readonly logger: Logger;
+  /** Called with the view on start and on reaching a terminal state; settled waits for it. */
+  readonly persist?: (view: VerificationTaskView) => Promise<void>;
+}
+
+type Counters = {
+  filesNotFoundAtSource: number;
+  filesNotFoundAtDestination: number;
+  metadataMatched: number;
+  metadataMismatches: number;
+  digestMismatches: number;
+  digestVerificationFailures: number;
+  filesMatched: number;
+};
+
+const TERMINAL: ReadonlySet<VerificationState> = new Set(["COMPLETED", "FAILED", "CANCELLED"]);
+
+export class VerificationTask implements VerificationTaskHandle {
+  readonly kind = "files-verification" as const;
+  readonly id: string;
+  readonly settled: Promise<void>;
+  private stateValue: VerificationState = "NOT_STARTED";
+  private readonly counters: Counters = {
+    filesNotFoundAtSource: 0,
+    filesNotFoundAtDestination: 0,
+    metadataMatched: 0,
+    metadataMismatches: 0,
+    digestMismatches: 0,
+    digestVerificationFailures: 0,
+    filesMatched: 0,
+  };
+  private readonly mismatched: string[] = [];
+  private failureReason: string | undefined;
+  /** Aborted on cancel, and when the run ends, so that no stray work outlives the task. */
+  private readonly work = new AbortController();
+  private readonly log: Logger;
+  private persisting: Promise<void> = Promise.resolve();
+  private resolveSettled!: () => void;
+
+  constructor(private readonly options: VerificationTaskOptions) {
+    this.id = options.id;
+    this.log = options.logger;
+    this.settled = new Promise<void>((resolve) => (this.resolveSettled = resolve));
+  }
+
+  get state(): VerificationState {
+    return this.stateValue;
+  }
+
+  get finished(): boolean {
+    return TERMINAL.has(this.stateValue);
+  }
+
+  /** Starts the pipeline in the background; does nothing unless NOT_STARTED. */
+  start(): void {
+    if (this.stateValue !== "NOT_STARTED") return;
+    this.stateValue = "IN_PROGRESS";
+    this.log.info(
+      { digestAlgorithm: this.options.digestAlgorithm, maxConcurrency: this.options.maxConcurrency, source: this.source },
+      "Files verification started",
+    );
+    this.changed();
+    void this.run().then(
+      () => this.settle(),
+      (err: unknown) => {
+        // run() handles its own failures; this is a last guard so that settled always resolves.
+        this.log.error({ err }, "Files verification crashed");
+        this.finish("FAILED", `internal error: ${AgentError.from(err).message}`);
+        this.settle();
+      },
+    );
+  }
+
+  cancel(reason = "cancelled by request"): boolean {
+    if (this.finished) return false;
+    const wasRunning = this.stateValue === "IN_PROGRESS";
+    this.stateValue = "CANCELLED";
+    this.work.abort(new AgentError("Cancelled", reason));
+    this.log.info({ reason, ...this.counters }, "Files verification cancelled");
+    this.changed();
+    if (!wasRunning) this.settle();
+    return true;
+  }
+
+  view(): VerificationTaskView {
+    return {
+      id: this.id,
+      digestAlgorithm: this.options.digestAlgorithm,
+      state: this.stateValue,
+      source: this.source,
+      port: this.options.deps.gatewayPort,
+      ...this.counters,
+      mismatchedFiles: [...this.mismatched],
+      ...(this.failureReason !== undefined ? { failureReason: this.failureReason } : {}),
+    };
+  }
+
+  private get source(): string {
+    return this.options.deps.instance.sourceHost ?? "";
+  }
+
+  private settle(): void {
+    void this.persisting.then(() => this.resolveSettled());
+  }
+
+  private changed(): void {
+    const persist = this.options.persist;
+    if (!persist) return;
+    const view = this.view();
+    this.persisting = this.persisting.then(() =>
+      persist(view).catch((err: unknown) => this.log.warn({ err }, "Could not persist the verification task")),
+    );
+  }
+
+  private finish(state: "COMPLETED" | "FAILED", failureReason?: string): void {
+    if (this.finished) return;
+    this.stateValue = state;
+    this.failureReason = failureReason;
+    const summary = { state, ...this.counters, ...(failureReason !== undefined ? { failureReason } : {}) };
+    if (state === "COMPLETED") this.log.info(summary, "Files verification completed");
+    else this.log.error(summary, "Files verification failed");
+    this.changed();
+  }
+
+  private get running(): boolean {
+    return this.stateValue === "IN_PROGRESS";
+  }
+
+  private async run(): Promise<void> {
+    const signal = this.work.signal;
+    let peer: SourcePeer | undefined;
+    try {
+      peer = this.options.deps.connectSource();
+      const listings = await this.listBoth(peer, signal);
+      if (!this.running || listings === undefined) return;
+      const comparison = compareListings(listings.local, listings.source);
+      this.counters.metadataMatched = comparison.metadataMatched;
+      this.counters.metadataMismatches = comparison.metadataMismatches;
+      this.counters.filesNotFoundAtSource = comparison.filesNotFoundAtSource;
+      this.counters.filesNotFoundAtDestination = comparison.filesNotFoundAtDestination;
+      for (const problem of comparison.problems) this.reportMetadataProblem(problem);
+      if (comparison.problems.length > 0) {
+        this.finish("FAILED");
+        return;
+      }
+      this.log.info(
+        { metadataMatched: comparison.metadataMatched, filesToDigest: comparison.matchedFiles.length },
+        "Files verification: metadata matched, comparing digests",
+      );
+      await compareDigests({
+        peer,
+        algorithm: this.options.algorithm,
+        files: comparison.matchedFiles,
+        maxConcurrency: this.options.maxConcurrency,
+        retry: this.options.deps.retry,
+        signal,
+        onVerdict: (verdict) => this.record(verdict),
+        onRetry: (files, attempt, delayMs, lastError) =>
+          this.log.debug(
+            { files, attempt, maxRetries: this.options.deps.retry.maxRetries, delayMs, err: lastError },
+            `Files verification: re-requesting source digests, retry ${attempt}/${this.options.deps.retry.maxRetries}`,
+          ),
+      });
+      if (!this.running) return;
+      const c = this.counters;
+      const failures =
+        c.filesNotFoundAtSource + c.filesNotFoundAtDestination + c.metadataMismatches + c.digestMismatches + c.digestVerificationFailures;
+      this.finish(failures === 0 ? "COMPLETED" : "FAILED");
+    } catch (err) {
+      if (!this.running) return; // cancelled: later failures do not change the state
+      const error = AgentError.from(err);
+      this.finish("FAILED", error.message);
+    } finally {
+      this.work.abort(new AgentError("Cancelled", "verification task ended"));
+      peer?.close();
+    }
+  }
+
+  /** Lists both sides at once; on a failure finishes FAILED and returns undefined. */
+  private async listBoth(peer: SourcePeer, signal: AbortSignal): Promise<{ local: LocalEntry[]; source: FileEntry[] } | undefined> {
+    const { instance, retry } = this.options.deps;
+    const [local, source] = await Promise.allSettled([
+      listRoots(instance.roots, instance.exclusions),
+      withRetries(() => peer.listFiles(signal), retry, {
+        signal,
+        onRetry: (err, attempt, delayMs) =>
+          this.log.debug({ err, attempt, delayMs }, `Files verification: source listing failed, retry ${attempt}/${retry.maxRetries}`),
+      }),
+    ]);
+    if (!this.running) return undefined;
+    if (source.status === "rejected") {
+      this.finish("FAILED", `Failed to list files at source ${this.source}: ${AgentError.from(source.reason).message}`);
+      return undefined;
+    }
+    if (local.status === "rejected") {
+      this.finish("FAILED", `Failed to list local files: ${AgentError.from(local.reason).message}`);
+      return undefined;
+    }
+    return { local: local.value.entries, source: source.value };
+  }
+
+  private reportMetadataProblem(problem: MetadataProblem): void {
+    this.addMismatched(problem.fileUrl);
+    this.log.error({ fileUrl: problem.fileUrl, check: problem.kind, detail: problem.detail }, `Files verification: ${problem.kind} ${problem.fileUrl}`);
+  }
+
+  private record(verdict: DigestVerdict): void {
+    if (!this.running) return;
+    switch (verdict.kind) {
+      case "MATCH":
+        this.counters.filesMatched++;
+        return;
+      case "MISMATCH":
+        this.counters.digestMismatches++;
+        this.addMismatched(verdict.fileUrl);
+        this.log.error(
+          { fileUrl: verdict.fileUrl, check: "DIGEST_MISMATCH", localDigest: verdict.localDigest, sourceDigest: verdict.sourceDigest },
+          `Files verification: DIGEST_MISMATCH ${verdict.fileUrl}`,
+        );
+        return;
+      case "LOCAL_ERROR":
+        this.counters.digestMismatches++;
+        this.addMismatched(verdict.fileUrl);
+        this.log.error(
+          { fileUrl: verdict.fileUrl, check: "DIGEST_MISMATCH", err: verdict.error },
+          `Files verification: DIGEST_MISMATCH ${verdict.fileUrl} (local digest failed: ${verdict.error.message})`,
+        );
+        return;
+      case "SOURCE_ERROR":
+        this.counters.digestVerificationFailures++;
+        this.addMismatched(verdict.fileUrl);
+        this.log.error(
+          { fileUrl: verdict.fileUrl, check: "DIGEST_VERIFICATION_FAILURE", err: verdict.error },
+          `Files verification: DIGEST_VERIFICATION_FAILURE ${verdict.fileUrl} (source digest failed: ${verdict.error.message})`,
+        );
+        return;
+    }
+  }
+
+  private addMismatched(fileUrl: string): void {
+    if (this.mismatched.length < MISMATCHED_FILES_CAP) this.mismatched.push(fileUrl);
+  }
+}
+
+/** A finished task read back from disk after a restart; its view never changes. */
+export class RestoredVerificationTask implements VerificationTaskHandle {
+  readonly kind = "files-verification" as const;
+  readonly finished = true;
+  readonly settled = Promise.resolve();
+  readonly id: string;
+  private readonly saved: VerificationTaskView;
+
+  /** A view saved while running becomes FAILED: the agent stopped before the task ended. */
+  constructor(saved: VerificationTaskView) {
+    this.id = saved.id;
+    this.saved = TERMINAL.has(saved.state)
+      ? saved
+      : { ...saved, state: "FAILED", failureReason: `the agent stopped while the task was ${saved.state}` };
+  }
+
+  view(): VerificationTaskView {
+    return { ...this.saved, mismatchedFiles: [...this.saved.mismatchedFiles] };
+  }
+
+  cancel(): boolean {
+    return false;
+  }
+}

@@ -1,0 +1,51 @@
+import { describe, expect, it } from "vitest";
+import type { FileEntry } from "../../../src/migration/types.js";
+import { compareListings, metadataMatches } from "../../../src/migration/verification/compare.js";
+
+const P = "/api/v1/live-migration/files/data/0/";
+const file = (name: string, size = 10, lastModifiedTime = 1000): FileEntry => ({ fileUrl: P + name, size, fileType: "FILE", lastModifiedTime });
+const dir = (name: string, lastModifiedTime = 1000): FileEntry => ({ fileUrl: P + name, size: -1, fileType: "DIRECTORY", lastModifiedTime });
+
+describe("metadataMatches", () => {
+  it("matches files on size, type and mtime, directories on type alone", () => {
+    expect(metadataMatches(file("a"), file("a"))).toBe(true);
+    expect(metadataMatches(file("a", 10), file("a", 11))).toBe(false);
+    expect(metadataMatches(file("a", 10, 1000), file("a", 10, 1001))).toBe(false);
+    expect(metadataMatches(dir("d", 1), { ...dir("d", 2), size: 4096 })).toBe(true);
+    expect(metadataMatches(file("a"), dir("a"))).toBe(false);
+  });
+});
+
+describe("compareListings", () => {
+  it("counts matches, directories included, and keeps the files to digest in local order", () => {
+    const local = [dir("ks"), file("ks/b"), file("ks/a"), file("ks/empty", 0)];
+    const source = [file("ks/a"), dir("ks", 5), file("ks/empty", 0), file("ks/b")];
+    const c = compareListings(local, source);
+    expect(c).toMatchObject({ metadataMatched: 4, metadataMismatches: 0, filesNotFoundAtSource: 0, filesNotFoundAtDestination: 0 });
+    expect(c.problems).toEqual([]);
+    expect(c.matchedFiles.map((f) => f.fileUrl)).toEqual([P + "ks/b", P + "ks/a", P + "ks/empty"]);
+  });
+
+  it("counts entries found on one side only, directories too", () => {
+    const c = compareListings([dir("ks"), file("ks/extra")], [dir("ks"), file("ks/missing"), dir("ks2")]);
+    expect(c).toMatchObject({ metadataMatched: 1, filesNotFoundAtSource: 1, filesNotFoundAtDestination: 2, metadataMismatches: 0 });
+    expect(c.problems.map((p) => [p.kind, p.fileUrl])).toEqual([
+      ["NOT_FOUND_AT_SOURCE", P + "ks/extra"],
+      ["NOT_FOUND_AT_DESTINATION", P + "ks/missing"],
+      ["NOT_FOUND_AT_DESTINATION", P + "ks2"],
+    ]);
+  });
+
+  it("counts a FILE/DIRECTORY swap of two entries as 2 mismatches", () => {
+    const c = compareListings([dir("a"), file("b")], [file("a"), dir("b")]);
+    expect(c).toMatchObject({ metadataMatched: 0, metadataMismatches: 2 });
+    expect(c.matchedFiles).toEqual([]);
+  });
+
+  it("counts size and mtime differences as mismatches and leaves those files out of the digest work", () => {
+    const c = compareListings([file("a", 10), file("b", 10, 1), file("c")], [file("a", 11), file("b", 10, 2), file("c")]);
+    expect(c).toMatchObject({ metadataMatched: 1, metadataMismatches: 2 });
+    expect(c.problems[0]!.detail).toBe("destination has FILE size=10 lastModifiedTime=1000, source has FILE size=11 lastModifiedTime=1000");
+    expect(c.matchedFiles.map((f) => f.fileUrl)).toEqual([P + "c"]);
+  });
+});
