@@ -3,7 +3,8 @@
  * 127.0.0.2, one shared port pair, a generated Cassandra-like tree on the source.
  */
 import { execFileSync } from "node:child_process";
-import { readdir, readFile, stat } from "node:fs/promises";
+import { randomBytes } from "node:crypto";
+import { readdir, readFile, stat, writeFile } from "node:fs/promises";
 import http from "node:http";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -48,7 +49,11 @@ async function independentListing(p: Pair) {
 
 beforeAll(async () => {
   pair = await startPair({
-    populate: (layout) => generateDataset(layout.root, { profile: "tiny" }).then(() => undefined),
+    populate: async (layout) => {
+      await generateDataset(layout.root, { profile: "tiny" });
+      // One file larger than the loopback socket buffers, so that an unread stream holds its permit.
+      await writeFile(path.join(layout.commitlogDir, "CommitLog-7-1800000000000.log"), randomBytes(48 << 20));
+    },
     source: {
       extraInstances: [{ host: "unrelated.test", layout: sideLayout("/nonexistent-lm", "unrelated") }],
       liveMigration: { max_concurrent_file_requests: 2 },
