@@ -173,7 +173,7 @@ export type DigestFilesRequest = Message<"livemigration.v1.DigestFilesRequest"> 
   fileUrls: string[];
 
   /**
-   * Files hashed at once; 1..max_concurrent_file_requests of the source.
+   * Files hashed at once; < 1 is INVALID_ARGUMENT; values above the source's cap are lowered to it.
    *
    * @generated from field: int32 max_concurrency = 3;
    */
@@ -240,8 +240,9 @@ export const PeerService: GenService<{
   },
   /**
    * The bytes of one file from `offset`, in chunks of at most 1 MiB, then one trailer.
-   * Fails with FAILED_PRECONDITION ("file changed") if the file's size or mtime differs from
-   * the caller's expectation before or during the read, so that resumed transfers stay exact.
+   * Fails with ABORTED ("file changed since listing: <url>" / "file changed during read: <url>")
+   * if the file's size or mtime differs from the caller's expectation before the read or
+   * changes during it, so that resumed transfers stay exact.
    *
    * @generated from rpc livemigration.v1.PeerService.ReadFile
    */

@@ -1,0 +1,190 @@
+/**
+ * The destination's handle on its source: migration/peer.ts's SourcePeer over the gRPC plane
+ * (@grpc/grpc-js). Bulk data flows server → client (ReadFile is server-streaming), so this
+ * client's 16 MiB flow-control window governs throughput (stack-notes §3.3). The source picks
+ * the instance by :authority, which is the source host unless `authority` says otherwise.
+ */
+import { create } from "@bufbuild/protobuf";
+import * as grpc from "@grpc/grpc-js";
+import { GetMigrationStatusRequestSchema, LiveMigrationService } from "../../gen/livemigration/v1/live_migration_pb.js";
+import { DigestFilesRequestSchema, PeerService, PeerServiceListFilesRequestSchema } from "../../gen/livemigration/v1/peer_pb.js";
+import { AgentError } from "../errors.js";
+import { silentLogger, type Logger } from "../log.js";
+import type { DigestResult, ReadFileMessage, ReadFileRequest, SourcePeer } from "../migration/peer.js";
+import type { DigestAlgorithmName, FileEntry, MigrationStatus } from "../migration/types.js";
+import { methodDefinition, PLANE_MAX_MESSAGE_BYTES } from "./definition.js";
+import {
+  fromClientError,
+  fromDigestFilesResponse,
+  fromInstanceFile,
+  fromMigrationStatus,
+  fromReadFileResponse,
+  toDigestAlgorithm,
+  toReadFileRequest,
+} from "./wire.js";
+
+/** HTTP/2 stream and connection receive window of the client (16 MiB ≥ 10 Gbit/s × 10 ms). */
+export const CLIENT_FLOW_CONTROL_WINDOW_BYTES = 16 * 1024 * 1024;
+/** Deadline of unary calls (GetMigrationStatus), in ms. Streams have none: keepalive detects dead peers. */
+export const UNARY_DEADLINE_MS = 30_000;
+
+export interface SourcePeerOptions {
+  /** Source host as in migration_map (name or IP). */
+  readonly host: string;
+  /** The source's peer_port. */
+  readonly port: number;
+  /** :authority sent on every call; default `host` (bracketed if IPv6). The source picks its instance by it. */
+  readonly authority?: string;
+  readonly logger?: Logger;
+  /** gRPC connections to open (default 1). More than one spreads readFile calls round-robin over separate HTTP/2 connections. */
+  readonly connections?: number;
+}
+
+const METHODS = {
+  listFiles: methodDefinition(PeerService.method.listFiles),
+  readFile: methodDefinition(PeerService.method.readFile),
+  digestFiles: methodDefinition(PeerService.method.digestFiles),
+  getMigrationStatus: methodDefinition(LiveMigrationService.method.getMigrationStatus),
+};
+
+/** The error a failed call rejects with: the caller's abort reason wins over the transport's CANCELLED. */
+function callError(err: unknown, signal: AbortSignal | undefined): AgentError {
+  if (signal?.aborted) {
+    const reason: unknown = signal.reason;
+    return reason instanceof AgentError ? reason : new AgentError("Cancelled", "operation cancelled", { cause: err });
+  }
+  return fromClientError(err);
+}
+
+function checkSignal(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw callError(undefined, signal);
+}
+
+/**
+ * Opens channels to a source's plane (connections are made lazily on the first call).
+ * Every method rejects with an AgentError: Unavailable (peer down, connection reset, source
+ * busy), DeadlineExceeded, Cancelled (the signal aborted), or the source's own code (NotFound
+ * for a wrong role, Aborted for a file that changed, ...).
+ */
+export function connectSourcePeer(options: SourcePeerOptions): SourcePeer {
+  const logger = (options.logger ?? silentLogger).child({ peer: `${options.host}:${options.port}` });
+  const connections = Math.max(1, Math.floor(options.connections ?? 1));
+  const host = options.host.includes(":") && !options.host.startsWith("[") ? `[${options.host}]` : options.host;
+  const target = `${host}:${options.port}`;
+  const channelOptions: grpc.ChannelOptions = {
+    "grpc-node.flow_control_window": CLIENT_FLOW_CONTROL_WINDOW_BYTES,
+    "grpc.max_receive_message_length": PLANE_MAX_MESSAGE_BYTES,
+    "grpc.max_send_message_length": PLANE_MAX_MESSAGE_BYTES,
+    "grpc.keepalive_time_ms": 30_000,
+    "grpc.keepalive_timeout_ms": 10_000,
+    "grpc.keepalive_permit_without_calls": 1,
+    "grpc.default_authority": options.authority ?? host,
+    ...(connections > 1 ? { "grpc.use_local_subchannel_pool": 1 } : {}),
+  };
+  const clients = Array.from(
+    { length: connections },
+    () => new grpc.Client(target, grpc.credentials.createInsecure(), channelOptions),
+  );
+  const main = clients[0]!;
+  let nextClient = 0;
+
+  async function* serverStream<Req, Res>(
+    client: grpc.Client,
+    method: grpc.MethodDefinition<Req, Res>,
+    request: Req,
+    signal: AbortSignal | undefined,
+  ): AsyncGenerator<Res> {
+    checkSignal(signal);
+    const call = client.makeServerStreamRequest(
+      method.path,
+      method.requestSerialize,
+      method.responseDeserialize,
+      request,
+      new grpc.Metadata(),
+      {},
+    );
+    // A status that arrives after the consumer stopped iterating must not become an unhandled 'error'.
+    call.on("error", () => {});
+    const onAbort = () => call.cancel();
+    signal?.addEventListener("abort", onAbort, { once: true });
+    let complete = false;
+    try {
+      for await (const message of call as AsyncIterable<Res>) yield message;
+      complete = true;
+    } catch (err) {
+      const error = callError(err, signal);
+      logger.debug({ rpc: method.path, code: error.code, msg: error.message }, "plane call failed");
+      throw error;
+    } finally {
+      signal?.removeEventListener("abort", onAbort);
+      if (!complete) call.cancel();
+    }
+  }
+
+  function unary<Req, Res>(method: grpc.MethodDefinition<Req, Res>, request: Req, signal: AbortSignal | undefined): Promise<Res> {
+    checkSignal(signal);
+    return new Promise((resolve, reject) => {
+      const onAbort = () => call.cancel();
+      const call = main.makeUnaryRequest(
+        method.path,
+        method.requestSerialize,
+        method.responseDeserialize,
+        request,
+        new grpc.Metadata(),
+        { deadline: Date.now() + UNARY_DEADLINE_MS },
+        (err, value) => {
+          signal?.removeEventListener("abort", onAbort);
+          if (err || value === undefined) reject(callError(err ?? new Error("empty response"), signal));
+          else resolve(value);
+        },
+      );
+      signal?.addEventListener("abort", onAbort, { once: true });
+    });
+  }
+
+  return {
+    async migrationStatus(signal?: AbortSignal): Promise<MigrationStatus> {
+      return fromMigrationStatus(await unary(METHODS.getMigrationStatus, create(GetMigrationStatusRequestSchema), signal));
+    },
+
+    async listFiles(signal?: AbortSignal): Promise<FileEntry[]> {
+      const entries: FileEntry[] = [];
+      for await (const batch of serverStream(main, METHODS.listFiles, create(PeerServiceListFilesRequestSchema), signal)) {
+        for (const file of batch.files) entries.push(fromInstanceFile(file));
+      }
+      return entries;
+    },
+
+    async *readFile(request: ReadFileRequest, signal?: AbortSignal): AsyncGenerator<ReadFileMessage> {
+      const client = clients[nextClient++ % clients.length]!;
+      let trailerSeen = false;
+      for await (const message of serverStream(client, METHODS.readFile, toReadFileRequest(request), signal)) {
+        if (trailerSeen) throw new AgentError("DataLoss", `ReadFile of ${request.fileUrl} sent data after its trailer`);
+        const converted = fromReadFileResponse(message);
+        if ("trailer" in converted) trailerSeen = true;
+        yield converted;
+      }
+      if (!trailerSeen) throw new AgentError("DataLoss", `ReadFile of ${request.fileUrl} ended without a trailer`);
+    },
+
+    async *digestFiles(
+      algorithm: DigestAlgorithmName,
+      fileUrls: readonly string[],
+      maxConcurrency: number,
+      signal?: AbortSignal,
+    ): AsyncGenerator<DigestResult> {
+      const request = create(DigestFilesRequestSchema, {
+        algorithm: toDigestAlgorithm(algorithm),
+        fileUrls: [...fileUrls],
+        maxConcurrency,
+      });
+      for await (const message of serverStream(main, METHODS.digestFiles, request, signal)) {
+        yield fromDigestFilesResponse(message);
+      }
+    },
+
+    close(): void {
+      for (const client of clients) client.close();
+    },
+  };
+}

@@ -1,0 +1,276 @@
+/**
+ * The source side of the peer plane: livemigration.v1.PeerService as a Connect-style
+ * ServiceImpl, mounted on grpc-js by definition.ts. Every RPC picks the instance from the
+ * call's :authority (ctx.requestHeader "host") and requires a source instance (NOT_FOUND
+ * otherwise). ReadFile and DigestFiles also refuse a COMPLETED instance (FAILED_PRECONDITION)
+ * and count against the shared RequestLimiter (max_concurrent_file_requests).
+ */
+import { open, type FileHandle } from "node:fs/promises";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import type {
+  DigestFilesResponse,
+  PeerService,
+  PeerServiceListFilesResponseSchema,
+  ReadFileResponse,
+} from "../../gen/livemigration/v1/peer_pb.js";
+import { createHasher, hashFileRange, type Hasher } from "../digest/digest.js";
+import { AgentError, throwIfAborted } from "../errors.js";
+import { listRoots, toFileEntry } from "../fs/list.js";
+import { mtimeMsOf } from "../fs/mtime.js";
+import { resolveFileUrl, resolveReadableFile } from "../fs/safe-path.js";
+import type { InstanceContext, InstanceRegistry } from "../instance/registry.js";
+import { requireNotCompleted, requireSource } from "../migration/guards.js";
+import type { DigestResult, ReadFileRequest } from "../migration/peer.js";
+import type { RequestLimiter } from "../migration/request-limiter.js";
+import type { DigestAlgorithmName } from "../migration/types.js";
+import {
+  fromDigestAlgorithm,
+  fromReadFileRequest,
+  toDigestFilesResponse,
+  toInstanceFile,
+  toReadFileData,
+  toReadFileTrailer,
+} from "./wire.js";
+
+/** Bytes per ReadFile data message (1 MiB), well under the 64 MiB message limit. */
+export const READ_CHUNK_BYTES = 1 << 20;
+/** Listing entries per ListFiles message. */
+export const LIST_BATCH_ENTRIES = 1000;
+/** How long one DigestFiles file waits for a limiter permit before it is reported Unavailable (ms). */
+export const DEFAULT_DIGEST_PERMIT_WAIT_MS = 5_000;
+/** Poll interval while a DigestFiles file waits for a permit (ms). */
+const PERMIT_POLL_MS = 25;
+
+export interface PeerServiceOptions {
+  readonly registry: InstanceRegistry;
+  /** Shared with the REST file route: one permit per ReadFile stream, one per file being digested. */
+  readonly limiter: RequestLimiter;
+  /** Bounded wait for a permit per DigestFiles file, in ms (default 5000). */
+  readonly digestPermitWaitMs?: number;
+}
+
+/** Builds the PeerService implementation over the agent's instances. */
+export function createPeerService(options: PeerServiceOptions): ServiceImpl<typeof PeerService> {
+  const { registry, limiter } = options;
+  const permitWaitMs = options.digestPermitWaitMs ?? DEFAULT_DIGEST_PERMIT_WAIT_MS;
+
+  const sourceOf = async (ctx: HandlerContext): Promise<InstanceContext> => {
+    const instance = await registry.resolve(ctx.requestHeader.get("host") ?? undefined);
+    requireSource(instance);
+    return instance;
+  };
+
+  return {
+    async *listFiles(_request, ctx): AsyncGenerator<MessageInitShape<typeof PeerServiceListFilesResponseSchema>> {
+      const instance = await sourceOf(ctx);
+      const { entries } = await listRoots(instance.roots, instance.exclusions);
+      for (let i = 0; i < entries.length; i += LIST_BATCH_ENTRIES) {
+        throwIfAborted(ctx.signal);
+        yield { files: entries.slice(i, i + LIST_BATCH_ENTRIES).map((e) => toInstanceFile(toFileEntry(e))) };
+      }
+    },
+
+    async *readFile(request, ctx): AsyncGenerator<ReadFileResponse> {
+      const instance = await sourceOf(ctx);
+      await requireNotCompleted(instance);
+      const release = limiter.acquire();
+      try {
+        yield* readFileChunks(instance, fromReadFileRequest(request), ctx.signal);
+      } finally {
+        release();
+      }
+    },
+
+    async *digestFiles(request, ctx): AsyncGenerator<DigestFilesResponse> {
+      const instance = await sourceOf(ctx);
+      await requireNotCompleted(instance);
+      const algorithm = fromDigestAlgorithm(request.algorithm);
+      if (request.maxConcurrency < 1) {
+        throw new AgentError("InvalidArgument", `max_concurrency must be >= 1, got ${request.maxConcurrency}`);
+      }
+      const concurrency = Math.min(request.maxConcurrency, limiter.limit, Math.max(1, request.fileUrls.length));
+      for await (const result of digestAll(instance, algorithm, request.fileUrls, concurrency, limiter, permitWaitMs, ctx.signal)) {
+        yield toDigestFilesResponse(result);
+      }
+    },
+  };
+}
+
+/**
+ * The messages of one ReadFile: data chunks from `offset`, then the trailer with the XXH64 of
+ * the whole file. Everything is read through one open descriptor, so the bytes come from one
+ * inode even if the path is replaced meanwhile; in-place changes (append, truncate, rewrite
+ * that moves the mtime) show in the descriptor's fstat after the last chunk.
+ * @throws AgentError Aborted "file changed since listing: <url>" / "file changed during read: <url>",
+ * OutOfRange (offset past the end), InvalidArgument (negative offset), the path checker's errors.
+ */
+async function* readFileChunks(
+  instance: InstanceContext,
+  request: ReadFileRequest,
+  signal: AbortSignal,
+): AsyncGenerator<ReadFileResponse> {
+  const { fileUrl, offset } = request;
+  if (!Number.isSafeInteger(offset) || offset < 0) throw new AgentError("InvalidArgument", `invalid offset ${offset} for ${fileUrl}`);
+  const file = await resolveReadableFile(resolveFileUrl(instance.roots, fileUrl), instance.exclusions);
+  let handle: FileHandle;
+  try {
+    handle = await open(file.realPath, "r");
+  } catch (err) {
+    throw AgentError.from(err);
+  }
+  try {
+    // The descriptor's own attributes are the baseline: the path may have been replaced since the check.
+    const before = await handle.stat({ bigint: true });
+    const size = Number(before.size);
+    const mtime = mtimeMsOf(before);
+    if (
+      (request.expectedSize !== -1 && request.expectedSize !== size) ||
+      (request.expectedLastModifiedTime !== -1 && request.expectedLastModifiedTime !== mtime)
+    ) {
+      throw new AgentError("Aborted", `file changed since listing: ${fileUrl}`);
+    }
+    if (offset > size) throw new AgentError("OutOfRange", `offset ${offset} is past the end of ${fileUrl} (${size} bytes)`);
+
+    const hasher = createHasher("XXH64");
+    if (offset > 0) await hashPrefix(handle, hasher, offset, signal, fileUrl);
+    let position = offset;
+    while (position < size) {
+      throwIfAborted(signal);
+      // A fresh buffer per chunk: grpc-js may serialize a buffered message after we read the next one.
+      const chunk = Buffer.allocUnsafe(Math.min(READ_CHUNK_BYTES, size - position));
+      const { bytesRead } = await handle.read(chunk, 0, chunk.length, position);
+      if (bytesRead === 0) throw new AgentError("Aborted", `file changed during read: ${fileUrl}`);
+      const data = bytesRead === chunk.length ? chunk : chunk.subarray(0, bytesRead);
+      hasher.update(data);
+      position += bytesRead;
+      yield toReadFileData(data);
+    }
+    const after = await handle.stat({ bigint: true });
+    if (Number(after.size) !== size || mtimeMsOf(after) !== mtime) {
+      throw new AgentError("Aborted", `file changed during read: ${fileUrl}`);
+    }
+    yield toReadFileTrailer({ xxh64: hasher.digest(), size, lastModifiedTime: mtime });
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Feeds bytes [0, end) of an open file to the hasher (the part of a resumed file not sent). */
+async function hashPrefix(handle: FileHandle, hasher: Hasher, end: number, signal: AbortSignal, fileUrl: string): Promise<void> {
+  const buffer = Buffer.allocUnsafe(Math.min(READ_CHUNK_BYTES, end));
+  let position = 0;
+  while (position < end) {
+    throwIfAborted(signal);
+    const { bytesRead } = await handle.read(buffer, 0, Math.min(buffer.length, end - position), position);
+    if (bytesRead === 0) throw new AgentError("Aborted", `file changed during read: ${fileUrl}`);
+    hasher.update(buffer.subarray(0, bytesRead));
+    position += bytesRead;
+  }
+}
+
+/**
+ * Takes a limiter permit, polling every 25 ms for up to `waitMs` while the limiter is full.
+ * @throws AgentError Unavailable (the busy message) after the wait, Cancelled on abort.
+ */
+async function acquirePermit(limiter: RequestLimiter, waitMs: number, signal: AbortSignal): Promise<() => void> {
+  const deadline = Date.now() + waitMs;
+  for (;;) {
+    throwIfAborted(signal);
+    try {
+      return limiter.acquire();
+    } catch (err) {
+      if (!(err instanceof AgentError) || err.code !== "Unavailable" || Date.now() >= deadline) throw err;
+    }
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(done, PERMIT_POLL_MS);
+      function done() {
+        clearTimeout(timer);
+        signal.removeEventListener("abort", done);
+        resolve();
+      }
+      signal.addEventListener("abort", done, { once: true });
+    });
+  }
+}
+
+/** Digest of one file; failures become the result's error (never thrown). */
+async function digestOne(
+  instance: InstanceContext,
+  algorithm: DigestAlgorithmName,
+  fileUrl: string,
+  limiter: RequestLimiter,
+  permitWaitMs: number,
+  signal: AbortSignal,
+): Promise<DigestResult> {
+  try {
+    const resolved = resolveFileUrl(instance.roots, fileUrl);
+    const release = await acquirePermit(limiter, permitWaitMs, signal);
+    try {
+      const file = await resolveReadableFile(resolved, instance.exclusions);
+      const hasher = createHasher(algorithm);
+      await hashFileRange(file.realPath, [hasher], 0, undefined, signal);
+      return { fileUrl, digest: hasher.digest() };
+    } finally {
+      release();
+    }
+  } catch (err) {
+    return { fileUrl, error: AgentError.from(err) };
+  }
+}
+
+/**
+ * Digests `fileUrls` with at most `concurrency` files in flight, yielding results in completion
+ * order, one per URL. Stops starting new files once `signal` aborts; when the consumer stops
+ * early, in-flight files are aborted and awaited, so no permit outlives the generator.
+ */
+async function* digestAll(
+  instance: InstanceContext,
+  algorithm: DigestAlgorithmName,
+  fileUrls: readonly string[],
+  concurrency: number,
+  limiter: RequestLimiter,
+  permitWaitMs: number,
+  signal: AbortSignal,
+): AsyncGenerator<DigestResult> {
+  const stop = new AbortController();
+  const onAbort = () => stop.abort(signal.reason);
+  signal.addEventListener("abort", onAbort, { once: true });
+  const ready: DigestResult[] = [];
+  let wake: (() => void) | undefined;
+  let next = 0;
+  const worker = async () => {
+    while (next < fileUrls.length && !stop.signal.aborted) {
+      const fileUrl = fileUrls[next++]!;
+      const result = await digestOne(instance, algorithm, fileUrl, limiter, permitWaitMs, stop.signal);
+      if (stop.signal.aborted) return;
+      ready.push(result);
+      wake?.();
+    }
+  };
+  const workers = Promise.all(Array.from({ length: concurrency }, worker));
+  try {
+    for (let delivered = 0; delivered < fileUrls.length; ) {
+      if (ready.length === 0) {
+        await new Promise<void>((resolve) => {
+          const done = () => {
+            stop.signal.removeEventListener("abort", done);
+            wake = undefined;
+            resolve();
+          };
+          wake = done;
+          stop.signal.addEventListener("abort", done, { once: true });
+        });
+        throwIfAborted(stop.signal);
+        continue;
+      }
+      const result = ready.shift()!;
+      delivered++;
+      yield result;
+    }
+  } finally {
+    stop.abort(new AgentError("Cancelled", "digest stream ended"));
+    signal.removeEventListener("abort", onAbort);
+    await workers;
+  }
+}

@@ -1,0 +1,581 @@
+/**
+ * The peer plane over loopback: a real grpc-js plane server fronting a source instance
+ * (127.0.0.1) and its destination (127.0.0.2) on a generated Cassandra-like tree, and the
+ * plane client (plus raw grpc-js clients for health, reflection and LiveMigrationService).
+ */
+import { execFileSync, spawnSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { create, fromBinary } from "@bufbuild/protobuf";
+import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import * as grpc from "@grpc/grpc-js";
+import * as protoLoader from "@grpc/proto-loader";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  Health,
+  HealthCheckRequestSchema,
+  type HealthCheckResponse,
+  HealthCheckResponse_ServingStatus,
+} from "../../gen/grpc/health/v1/health_pb.js";
+import {
+  CreateDataCopyTaskRequestSchema,
+  ListFilesRequestSchema,
+  LiveMigrationService,
+  MarkMigrationCompletedRequestSchema,
+  MigrationState,
+} from "../../gen/livemigration/v1/live_migration_pb.js";
+import type { Config, InstanceConfig } from "../../src/config/schema.js";
+import { generateDataset } from "../../src/dataset/generate.js";
+import { createHasher } from "../../src/digest/digest.js";
+import { AgentError } from "../../src/errors.js";
+import { InstanceRegistry } from "../../src/instance/registry.js";
+import { silentLogger } from "../../src/log.js";
+import type { ReadFileMessage, SourcePeer } from "../../src/migration/peer.js";
+import { BUSY_MESSAGE, RequestLimiter } from "../../src/migration/request-limiter.js";
+import type { FileEntry } from "../../src/migration/types.js";
+import { connectSourcePeer } from "../../src/plane/client.js";
+import { methodDefinition } from "../../src/plane/definition.js";
+import { createPlaneServer, type PlaneServer } from "../../src/plane/server.js";
+
+const SOURCE = "127.0.0.1";
+const DESTINATION = "127.0.0.2";
+const FILES = "/api/v1/live-migration/files";
+const MiB = 1024 * 1024;
+
+interface Side {
+  root: string;
+  staging: string;
+  dataDirs: string[];
+  commitlog: string;
+  hints: string;
+  savedCaches: string;
+}
+
+function side(base: string, name: string): Side {
+  const root = path.join(base, name);
+  return {
+    root,
+    staging: path.join(base, `${name}-staging`),
+    dataDirs: [path.join(root, "data0"), path.join(root, "data1")],
+    commitlog: path.join(root, "commitlog"),
+    hints: path.join(root, "hints"),
+    savedCaches: path.join(root, "saved_caches"),
+  };
+}
+
+function instanceConfig(id: number, host: string, s: Side): InstanceConfig {
+  return {
+    id,
+    host,
+    port: 9042,
+    jmxHost: host,
+    jmxPort: 7199,
+    storageDir: s.root,
+    dataDirs: s.dataDirs,
+    stagingDir: s.staging,
+    commitlogDir: s.commitlog,
+    hintsDir: s.hints,
+    savedCachesDir: s.savedCaches,
+    cdcDir: undefined,
+    localSystemDataFileDir: undefined,
+  };
+}
+
+let base: string;
+let src: Side;
+let registry: InstanceRegistry;
+let limiter: RequestLimiter;
+let server: PlaneServer;
+let port: number;
+let peer: SourcePeer;
+let listing: FileEntry[];
+let statusHost: string | null = null;
+
+/** Absolute source path of a file URL built by the independent walk (no percent-encoding beyond encodeURIComponent). */
+function localPath(fileUrl: string): string {
+  const [dirType, index, ...rest] = fileUrl.slice(FILES.length + 1).split("/");
+  const rel = rest.map(decodeURIComponent).join("/");
+  const root =
+    dirType === "data" ? src.dataDirs[Number(index)]! : dirType === "hints" ? src.hints : dirType === "commitlog" ? src.commitlog : src.savedCaches;
+  return path.join(root, rel);
+}
+
+/** An independent walk of the source roots, leaving out <data>/<ks>/<table>/snapshots subtrees. */
+async function independentListing(): Promise<FileEntry[]> {
+  const roots: [string, string][] = [
+    ["hints/0", src.hints],
+    ["commitlog/0", src.commitlog],
+    ["saved_caches/0", src.savedCaches],
+    ["data/0", src.dataDirs[0]!],
+    ["data/1", src.dataDirs[1]!],
+  ];
+  const out: FileEntry[] = [];
+  for (const [prefix, root] of roots) {
+    const walk = async (dir: string, rel: string): Promise<void> => {
+      for (const d of await readdir(dir, { withFileTypes: true })) {
+        const r = rel ? `${rel}/${d.name}` : d.name;
+        const abs = path.join(dir, d.name);
+        const st = await stat(abs, { bigint: true });
+        const isDir = d.isDirectory();
+        if (isDir && prefix.startsWith("data/") && /^[^/]+\/[^/]+\/snapshots$/.test(r)) continue;
+        out.push({
+          fileUrl: `${FILES}/${prefix}/${r.split("/").map(encodeURIComponent).join("/")}`,
+          size: isDir ? -1 : Number(st.size),
+          fileType: isDir ? "DIRECTORY" : "FILE",
+          lastModifiedTime: Number(st.mtimeNs / 1_000_000n),
+        });
+        if (isDir) await walk(abs, r);
+      }
+    };
+    await walk(root, "");
+  }
+  return out;
+}
+
+const byUrl = (a: FileEntry, b: FileEntry) => (a.fileUrl < b.fileUrl ? -1 : a.fileUrl > b.fileUrl ? 1 : 0);
+
+async function collect(stream: AsyncIterable<ReadFileMessage>): Promise<{ data: Buffer; trailer: Extract<ReadFileMessage, { trailer: unknown }>["trailer"] | undefined; chunks: number }> {
+  const parts: Uint8Array[] = [];
+  let trailer;
+  for await (const message of stream) {
+    if ("data" in message) parts.push(message.data);
+    else trailer = message.trailer;
+  }
+  return { data: Buffer.concat(parts), trailer, chunks: parts.length };
+}
+
+async function expectAgentError(promise: Promise<unknown>, code: string, message?: string | RegExp): Promise<AgentError> {
+  try {
+    await promise;
+  } catch (err) {
+    expect(err).toBeInstanceOf(AgentError);
+    const e = err as AgentError;
+    expect(e.code, e.message).toBe(code);
+    if (message !== undefined) expect(e.message).toMatch(message);
+    return e;
+  }
+  throw new Error(`expected ${code}, got success`);
+}
+
+/** XXH64 of a file as `xxhsum -H64` prints it (or the project's hasher when xxhsum is missing). */
+function xxh64OfFile(file: string, bytes: Buffer): string {
+  const run = spawnSync("xxhsum", ["-H64", file], { encoding: "utf8" });
+  if (run.status === 0) return run.stdout.split(/\s+/)[0]!;
+  const h = createHasher("XXH64");
+  h.update(bytes);
+  return h.digest();
+}
+
+async function waitFor(predicate: () => boolean, timeoutMs: number): Promise<number> {
+  const started = Date.now();
+  while (!predicate()) {
+    if (Date.now() - started > timeoutMs) throw new Error(`condition not met within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  return Date.now() - started;
+}
+
+/** A tiny LiveMigrationService: enough to prove the Connect adapter and the error mapping. */
+const stubService = {
+  getMigrationStatus(_req, ctx) {
+    statusHost = ctx.requestHeader.get("host");
+    return { state: MigrationState.COMPLETED, endTime: 1_700_000_000_123n };
+  },
+  listFiles() {
+    throw new AgentError("NotFound", "x");
+  },
+  markMigrationCompleted() {
+    throw new ConnectError("already completed", Code.FailedPrecondition);
+  },
+} as Partial<ServiceImpl<typeof LiveMigrationService>> as ServiceImpl<typeof LiveMigrationService>;
+
+function rawClient(): grpc.Client {
+  return new grpc.Client(`${SOURCE}:${port}`, grpc.credentials.createInsecure(), { "grpc.default_authority": SOURCE });
+}
+
+function unaryCall<Req, Res>(client: grpc.Client, method: grpc.MethodDefinition<Req, Res>, request: Req): Promise<Res> {
+  return new Promise((resolve, reject) => {
+    client.makeUnaryRequest(method.path, method.requestSerialize, method.responseDeserialize, request, (err, value) =>
+      err ? reject(err) : resolve(value!),
+    );
+  });
+}
+
+beforeAll(async () => {
+  base = await mkdtemp(path.join(os.tmpdir(), "lm-plane-"));
+  src = side(base, "source");
+  const dst = side(base, "destination");
+  await generateDataset(src.root, { profile: "tiny" });
+  // Files the generator does not make: empty, a multi-MB one for cancel/offset tests, a name that needs encoding.
+  await writeFile(path.join(src.commitlog, "CommitLog-7-0.log"), "");
+  await writeFile(path.join(src.dataDirs[0]!, "big.bin"), randomBytes(24 * MiB));
+  await writeFile(path.join(src.savedCaches, "odd name %.db"), "odd");
+  await mkdir(src.staging, { recursive: true });
+  await mkdir(dst.root, { recursive: true });
+  await mkdir(dst.staging, { recursive: true });
+  const config: Config = {
+    sidecar: { host: SOURCE, port: 0, peerPort: 0 },
+    instances: [instanceConfig(1, SOURCE, src), instanceConfig(2, DESTINATION, dst)],
+    liveMigration: {
+      migrationMap: new Map([[SOURCE, DESTINATION]]),
+      filesToExclude: [],
+      dirsToExclude: ["glob:${DATA_FILE_DIR}/*/*/snapshots"],
+      maxConcurrentFileRequests: 8,
+      preCheckCommand: undefined,
+    },
+    sidecarClient: { maxRetries: 0, retryDelayMs: 10, maxRetryDelayMs: 10 },
+  };
+  registry = new InstanceRegistry(config);
+  limiter = new RequestLimiter(8);
+  server = createPlaneServer({ registry, limiter, logger: silentLogger, liveMigrationService: stubService });
+  port = await server.listen(SOURCE, 0);
+  peer = connectSourcePeer({ host: SOURCE, port });
+  listing = await peer.listFiles();
+}, 120_000);
+
+afterAll(async () => {
+  peer?.close();
+  await server?.shutdown(1_000);
+  if (base) await rm(base, { recursive: true, force: true });
+});
+
+describe("PeerService.ListFiles", () => {
+  it("lists what an independent walk finds", async () => {
+    const expected = await independentListing();
+    expect(listing.length).toBeGreaterThan(100);
+    expect([...listing].sort(byUrl)).toEqual(expected.sort(byUrl));
+    expect(listing.some((e) => e.fileUrl === `${FILES}/saved_caches/0/odd%20name%20%25.db`)).toBe(true);
+    expect(listing.some((e) => e.fileUrl.includes("/snapshots"))).toBe(false);
+  });
+
+  it("refuses a destination instance (role guard, NOT_FOUND)", async () => {
+    const wrongRole = connectSourcePeer({ host: SOURCE, port, authority: DESTINATION });
+    try {
+      await expectAgentError(wrongRole.listFiles(), "NotFound", /not a source/);
+      await expectAgentError(
+        collect(wrongRole.readFile({ fileUrl: listing[0]!.fileUrl, offset: 0, expectedSize: -1, expectedLastModifiedTime: -1 })),
+        "NotFound",
+      );
+    } finally {
+      wrongRole.close();
+    }
+  });
+});
+
+describe("PeerService.ReadFile", () => {
+  const bigUrl = `${FILES}/data/0/big.bin`;
+
+  it("streams a whole file in 1 MiB chunks with a whole-file XXH64 trailer", async () => {
+    const entry = listing.find((e) => e.fileUrl === bigUrl)!;
+    const bytes = await readFile(localPath(bigUrl));
+    const got = await collect(peer.readFile({ fileUrl: bigUrl, offset: 0, expectedSize: entry.size, expectedLastModifiedTime: entry.lastModifiedTime }));
+    expect(got.chunks).toBe(24);
+    expect(got.data.equals(bytes)).toBe(true);
+    expect(got.trailer).toEqual({ xxh64: xxh64OfFile(localPath(bigUrl), bytes), size: bytes.length, lastModifiedTime: entry.lastModifiedTime });
+  });
+
+  it("streams from an offset and still hashes the whole file", async () => {
+    const bytes = await readFile(localPath(bigUrl));
+    const offset = Math.floor(bytes.length / 3) + 7;
+    const got = await collect(peer.readFile({ fileUrl: bigUrl, offset, expectedSize: bytes.length, expectedLastModifiedTime: -1 }));
+    expect(got.data.equals(bytes.subarray(offset))).toBe(true);
+    expect(got.trailer?.xxh64).toBe(xxh64OfFile(localPath(bigUrl), bytes));
+    const atEnd = await collect(peer.readFile({ fileUrl: bigUrl, offset: bytes.length, expectedSize: -1, expectedLastModifiedTime: -1 }));
+    expect(atEnd.chunks).toBe(0);
+    expect(atEnd.trailer?.size).toBe(bytes.length);
+  });
+
+  it("reads every listed file of the generated tree byte-exactly", async () => {
+    const files = listing.filter((e) => e.fileType === "FILE" && e.size < 4 * MiB);
+    for (const entry of files.slice(0, 60)) {
+      const got = await collect(peer.readFile({ fileUrl: entry.fileUrl, offset: 0, expectedSize: entry.size, expectedLastModifiedTime: entry.lastModifiedTime }));
+      const bytes = await readFile(localPath(entry.fileUrl));
+      expect(got.data.equals(bytes), entry.fileUrl).toBe(true);
+      const h = createHasher("XXH64");
+      h.update(bytes);
+      expect(got.trailer?.xxh64).toBe(h.digest());
+    }
+  });
+
+  it("sends only a trailer for an empty file", async () => {
+    const got = await collect(peer.readFile({ fileUrl: `${FILES}/commitlog/0/CommitLog-7-0.log`, offset: 0, expectedSize: 0, expectedLastModifiedTime: -1 }));
+    expect(got.chunks).toBe(0);
+    expect(got.trailer?.xxh64).toBe("ef46db3751d8e999");
+    expect(got.trailer?.size).toBe(0);
+  });
+
+  it("fails with Aborted when the file no longer matches the listing", async () => {
+    const entry = listing.find((e) => e.fileUrl === bigUrl)!;
+    await expectAgentError(
+      collect(peer.readFile({ fileUrl: bigUrl, offset: 0, expectedSize: entry.size + 1, expectedLastModifiedTime: -1 })),
+      "Aborted",
+      `file changed since listing: ${bigUrl}`,
+    );
+    const err = await expectAgentError(
+      collect(peer.readFile({ fileUrl: bigUrl, offset: 0, expectedSize: -1, expectedLastModifiedTime: entry.lastModifiedTime - 1000 })),
+      "Aborted",
+    );
+    expect(err.retryable).toBe(true);
+  });
+
+  it("fails with Aborted when the file grows while it is read", async () => {
+    // Larger than everything in flight (16 MiB client window + two 16-message stream buffers), so the source is still reading.
+    const file = path.join(src.dataDirs[1]!, "growing.bin");
+    await writeFile(file, randomBytes(80 * MiB));
+    try {
+      const iterator = peer
+        .readFile({ fileUrl: `${FILES}/data/1/growing.bin`, offset: 0, expectedSize: -1, expectedLastModifiedTime: -1 })
+        [Symbol.asyncIterator]();
+      await iterator.next();
+      await writeFile(file, "more", { flag: "a" });
+      await expectAgentError(
+        (async () => {
+          while (!(await iterator.next()).done);
+        })(),
+        "Aborted",
+        `file changed during read: ${FILES}/data/1/growing.bin`,
+      );
+      await waitFor(() => limiter.active === 0, 1_000);
+    } finally {
+      await rm(file);
+    }
+  });
+
+  it("fails with OutOfRange past the end, and with the path checker's errors", async () => {
+    await expectAgentError(collect(peer.readFile({ fileUrl: bigUrl, offset: 24 * MiB + 1, expectedSize: -1, expectedLastModifiedTime: -1 })), "OutOfRange");
+    await expectAgentError(collect(peer.readFile({ fileUrl: `${FILES}/data/0/missing.db`, offset: 0, expectedSize: -1, expectedLastModifiedTime: -1 })), "NotFound", "File not found");
+    await expectAgentError(
+      collect(peer.readFile({ fileUrl: `${FILES}/data/0/../../etc/passwd`, offset: 0, expectedSize: -1, expectedLastModifiedTime: -1 })),
+      "InvalidArgument",
+      /relative path/,
+    );
+    await expectAgentError(collect(peer.readFile({ fileUrl: `${FILES}/data/0`, offset: 0, expectedSize: -1, expectedLastModifiedTime: -1 })), "InvalidArgument", "Cannot transfer directory");
+    expect(limiter.active).toBe(0);
+  });
+
+  it("releases its limiter permit within 1 s when the client cancels after the first chunk", async () => {
+    const abort = new AbortController();
+    const stream = peer.readFile({ fileUrl: bigUrl, offset: 0, expectedSize: -1, expectedLastModifiedTime: -1 }, abort.signal);
+    const iterator = stream[Symbol.asyncIterator]();
+    const first = await iterator.next();
+    expect(first.done).toBe(false);
+    expect(limiter.active).toBe(1);
+    abort.abort();
+    await expectAgentError(iterator.next(), "Cancelled");
+    const ms = await waitFor(() => limiter.active === 0, 1_000);
+    expect(ms).toBeLessThan(1_000);
+  });
+
+  it("releases its permit when the consumer stops iterating early", async () => {
+    for await (const message of peer.readFile({ fileUrl: bigUrl, offset: 0, expectedSize: -1, expectedLastModifiedTime: -1 })) {
+      expect("data" in message).toBe(true);
+      break;
+    }
+    await waitFor(() => limiter.active === 0, 1_000);
+  });
+
+  it("spreads reads over several connections", async () => {
+    const multi = connectSourcePeer({ host: SOURCE, port, connections: 3 });
+    try {
+      const files = listing.filter((e) => e.fileType === "FILE").slice(0, 6);
+      const results = await Promise.all(
+        files.map((e) => collect(multi.readFile({ fileUrl: e.fileUrl, offset: 0, expectedSize: e.size, expectedLastModifiedTime: e.lastModifiedTime }))),
+      );
+      for (const [i, r] of results.entries()) expect(r.data.equals(await readFile(localPath(files[i]!.fileUrl)))).toBe(true);
+    } finally {
+      multi.close();
+    }
+  });
+});
+
+describe("PeerService.DigestFiles", () => {
+  it("digests many files over one stream; MD5 equals openssl, XXHash32 equals xxh32sum", async () => {
+    const files = listing.filter((e) => e.fileType === "FILE");
+    const urls = files.map((e) => e.fileUrl);
+    const md5 = new Map<string, string>();
+    for await (const r of peer.digestFiles("MD5", urls, 4)) {
+      expect(r.error, r.fileUrl).toBeUndefined();
+      md5.set(r.fileUrl, r.digest!);
+    }
+    expect(md5.size).toBe(urls.length);
+    // One shell for all files: openssl md5 -binary | base64 per file.
+    const script = 'for f in "$@"; do openssl md5 -binary "$f" | base64; done';
+    const expected = execFileSync("bash", ["-c", script, "_", ...urls.map(localPath)], { encoding: "utf8", maxBuffer: 64 * MiB }).trim().split("\n");
+    urls.forEach((u, i) => expect(md5.get(u), u).toBe(expected[i]));
+
+    const xx32 = new Map<string, string>();
+    for await (const r of peer.digestFiles("XXHash32", urls.slice(0, 50), 8)) xx32.set(r.fileUrl, r.digest!);
+    const run = spawnSync("xxh32sum", urls.slice(0, 50).map(localPath), { encoding: "utf8", maxBuffer: 64 * MiB });
+    for (const [i, u] of urls.slice(0, 50).entries()) {
+      if (run.status === 0) {
+        const line = run.stdout.trim().split("\n")[i]!;
+        expect(xx32.get(u), u).toBe(parseInt(line.split(/\s+/)[0]!, 16).toString(16));
+      } else {
+        const h = createHasher("XXHash32");
+        h.update(await readFile(localPath(u)));
+        expect(xx32.get(u)).toBe(h.digest());
+      }
+    }
+    expect(limiter.active).toBe(0);
+  });
+
+  it("reports per-file failures without failing the stream", async () => {
+    const good = `${FILES}/data/0/big.bin`;
+    const results = new Map<string, { digest?: string; error?: AgentError }>();
+    const urls = [`${FILES}/data/0/nope.db`, `${FILES}/data/0/../x`, `${FILES}/cdc_raw/0/a`, good];
+    for await (const r of peer.digestFiles("XXH64", urls, 2)) results.set(r.fileUrl, r);
+    expect(results.size).toBe(4);
+    expect(results.get(urls[0]!)?.error?.code).toBe("NotFound");
+    expect(results.get(urls[1]!)?.error?.code).toBe("InvalidArgument");
+    expect(results.get(urls[2]!)?.error?.code).toBe("NotFound");
+    expect(results.get(good)?.digest).toBe(xxh64OfFile(localPath(good), await readFile(localPath(good))));
+  });
+
+  it("stops promptly and releases permits when the client cancels", async () => {
+    const urls = listing.filter((e) => e.fileType === "FILE").map((e) => e.fileUrl);
+    const abort = new AbortController();
+    let seen = 0;
+    await expectAgentError(
+      (async () => {
+        for await (const _ of peer.digestFiles("MD5", urls, 4, abort.signal)) if (++seen === 3) abort.abort();
+      })(),
+      "Cancelled",
+    );
+    await waitFor(() => limiter.active === 0, 1_000);
+  });
+});
+
+describe("limiter, health, reflection and LiveMigrationService on the plane", () => {
+  it("answers Unavailable with the busy message when the limiter is full", async () => {
+    const tight = new RequestLimiter(1);
+    const busyServer = createPlaneServer({ registry, limiter: tight, logger: silentLogger, liveMigrationService: stubService, digestPermitWaitMs: 200 });
+    const busyPort = await busyServer.listen(SOURCE, 0);
+    const busyPeer = connectSourcePeer({ host: SOURCE, port: busyPort });
+    try {
+      const release = tight.acquire();
+      const url = `${FILES}/data/0/big.bin`;
+      const err = await expectAgentError(collect(busyPeer.readFile({ fileUrl: url, offset: 0, expectedSize: -1, expectedLastModifiedTime: -1 })), "Unavailable", BUSY_MESSAGE);
+      expect(err.retryable).toBe(true);
+      const started = Date.now();
+      const busy = [];
+      for await (const r of busyPeer.digestFiles("MD5", [url], 1)) busy.push(r);
+      expect(Date.now() - started).toBeGreaterThanOrEqual(150);
+      expect(busy[0]?.error?.code).toBe("Unavailable");
+      expect(busy[0]?.error?.message).toBe(BUSY_MESSAGE);
+      release();
+      // With the permit back, a multi-file digest shares the single permit file by file.
+      const urls = listing.filter((e) => e.fileType === "FILE").slice(0, 10).map((e) => e.fileUrl);
+      const results = [];
+      for await (const r of busyPeer.digestFiles("MD5", urls, 4)) results.push(r);
+      expect(results.filter((r) => r.digest !== undefined)).toHaveLength(10);
+    } finally {
+      busyPeer.close();
+      await busyServer.shutdown(500);
+    }
+  });
+
+  it("reports SERVING through grpc.health.v1.Health", async () => {
+    const client = rawClient();
+    try {
+      const check = methodDefinition(Health.method.check);
+      for (const service of ["", "livemigration.v1.PeerService", "livemigration.v1.LiveMigrationService"]) {
+        const res: HealthCheckResponse = await unaryCall(client, check, create(HealthCheckRequestSchema, { service }));
+        expect(res.status, service).toBe(HealthCheckResponse_ServingStatus.SERVING);
+      }
+    } finally {
+      client.close();
+    }
+  });
+
+  it("serves reflection v1 and v1alpha from the generated descriptors", async () => {
+    type Reply = {
+      list_services_response?: { service: { name: string }[] };
+      file_descriptor_response?: { file_descriptor_proto: Buffer[] };
+      error_response?: { error_code: number; error_message: string };
+    };
+    for (const version of ["v1", "v1alpha"] as const) {
+      const protoFile = path.resolve(`node_modules/@grpc/reflection/build/proto/grpc/reflection/${version}/reflection.proto`);
+      const definition = protoLoader.loadSync(protoFile, { keepCase: true, longs: String, enums: String, defaults: true, oneofs: true });
+      const pkg = grpc.loadPackageDefinition(definition) as unknown as {
+        grpc: { reflection: Record<string, { ServerReflection: new (address: string, creds: grpc.ChannelCredentials) => grpc.Client }> };
+      };
+      const Ctor = pkg.grpc.reflection[version]!.ServerReflection;
+      const client = new Ctor(`${SOURCE}:${port}`, grpc.credentials.createInsecure()) as grpc.Client & {
+        ServerReflectionInfo(): grpc.ClientDuplexStream<object, Reply>;
+      };
+      try {
+        const ask = (request: object) =>
+          new Promise<Reply>((resolve, reject) => {
+            const call = client.ServerReflectionInfo();
+            call.once("data", (reply: Reply) => {
+              resolve(reply);
+              call.end();
+            });
+            call.once("error", reject);
+            call.write(request);
+          });
+        const listed = await ask({ list_services: "*" });
+        const names = listed.list_services_response!.service.map((s) => s.name);
+        expect(names).toEqual(expect.arrayContaining(["livemigration.v1.LiveMigrationService", "livemigration.v1.PeerService", "grpc.health.v1.Health"]));
+        const file = await ask({ file_containing_symbol: "livemigration.v1.PeerService" });
+        const protos = file.file_descriptor_response!.file_descriptor_proto.map((b) => fromBinary(FileDescriptorProtoSchema, b));
+        const peerProto = protos.find((p) => p.name === "livemigration/v1/peer.proto");
+        expect(peerProto?.service.map((s) => s.name)).toEqual(["PeerService"]);
+        expect(peerProto?.service[0]?.method.map((m) => m.name)).toEqual(["ListFiles", "ReadFile", "DigestFiles"]);
+        expect(protos.map((p) => p.name)).toContain("livemigration/v1/common.proto");
+      } finally {
+        client.close();
+      }
+    }
+  });
+
+  it("serves LiveMigrationService through the Connect adapter, with :authority as host and mapped errors", async () => {
+    expect(await peer.migrationStatus()).toEqual({ state: "COMPLETED", endTime: 1_700_000_000_123 });
+    expect(statusHost).toBe(SOURCE);
+    const client = rawClient();
+    try {
+      const codeOf = (p: Promise<unknown>) =>
+        p.then(
+          () => ({ code: -1, details: "ok" }),
+          (e: grpc.ServiceError) => ({ code: e.code, details: e.details }),
+        );
+      expect(await codeOf(unaryCall(client, methodDefinition(LiveMigrationService.method.listFiles), create(ListFilesRequestSchema)))).toEqual({
+        code: grpc.status.NOT_FOUND,
+        details: "x",
+      });
+      expect(
+        await codeOf(unaryCall(client, methodDefinition(LiveMigrationService.method.markMigrationCompleted), create(MarkMigrationCompletedRequestSchema))),
+      ).toEqual({ code: grpc.status.FAILED_PRECONDITION, details: "already completed" });
+      expect(
+        (await codeOf(unaryCall(client, methodDefinition(LiveMigrationService.method.createDataCopyTask), create(CreateDataCopyTaskRequestSchema)))).code,
+      ).toBe(grpc.status.UNIMPLEMENTED);
+    } finally {
+      client.close();
+    }
+  });
+
+  it("reports NOT_SERVING after setServing(false) and shuts down within its grace", async () => {
+    const other = createPlaneServer({ registry, limiter: new RequestLimiter(2), logger: silentLogger, liveMigrationService: stubService });
+    const otherPort = await other.listen(SOURCE, 0);
+    const client = new grpc.Client(`${SOURCE}:${otherPort}`, grpc.credentials.createInsecure());
+    try {
+      other.setServing(false);
+      const res: HealthCheckResponse = await unaryCall(client, methodDefinition(Health.method.check), create(HealthCheckRequestSchema, { service: "" }));
+      expect(res.status).toBe(HealthCheckResponse_ServingStatus.NOT_SERVING);
+      // A stream left open by a stalled consumer is cut after the grace period.
+      const stalled = connectSourcePeer({ host: SOURCE, port: otherPort });
+      const iterator = stalled.readFile({ fileUrl: `${FILES}/data/0/big.bin`, offset: 0, expectedSize: -1, expectedLastModifiedTime: -1 })[Symbol.asyncIterator]();
+      await iterator.next();
+      const started = Date.now();
+      await other.shutdown(300);
+      expect(Date.now() - started).toBeLessThan(2_000);
+      stalled.close();
+    } finally {
+      client.close();
+      await other.shutdown(100);
+    }
+  });
+});
