@@ -1,9 +1,9 @@
 /**
  * Domain → generated message conversions for the LiveMigrationService (the gateway's half of
- * "generated code stops at two adapters"; plane/wire.ts is the other half).
+ * "generated code stops at two adapters"; plane/wire.ts is the other half and owns the
+ * InstanceFile conversion both use).
  */
 import { create } from "@bufbuild/protobuf";
-import { FileType, type InstanceFile, InstanceFileSchema } from "../../gen/livemigration/v1/common_pb.js";
 import {
   DataCopyIterationSchema,
   DataCopyState,
@@ -15,16 +15,7 @@ import {
   VerificationState,
 } from "../../gen/livemigration/v1/live_migration_pb.js";
 import type { DataCopyTaskView, VerificationTaskView } from "../migration/task-api.js";
-import type { FileEntry, MigrationStatus } from "../migration/types.js";
-
-export function toInstanceFileMessage(entry: FileEntry): InstanceFile {
-  return create(InstanceFileSchema, {
-    fileUrl: entry.fileUrl,
-    size: BigInt(entry.size),
-    fileType: entry.fileType === "DIRECTORY" ? FileType.DIRECTORY : FileType.FILE,
-    lastModifiedTime: BigInt(entry.lastModifiedTime),
-  });
-}
+import type { MigrationStatus } from "../migration/types.js";
 
 export function toDataCopyTaskMessage(view: DataCopyTaskView): DataCopyTask {
   return create(DataCopyTaskSchema, {

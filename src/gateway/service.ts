@@ -21,12 +21,8 @@ import {
   requireSourceOrDestination,
 } from "../migration/guards.js";
 import type { DataCopyTasks, VerificationTasks } from "../migration/task-api.js";
-import {
-  toDataCopyTaskMessage,
-  toInstanceFileMessage,
-  toMigrationStateMessage,
-  toVerificationTaskMessage,
-} from "./messages.js";
+import { toInstanceFile } from "../plane/wire.js";
+import { toDataCopyTaskMessage, toMigrationStateMessage, toVerificationTaskMessage } from "./messages.js";
 
 export type Operation = keyof ServiceImpl<typeof LiveMigrationService>;
 
@@ -164,7 +160,7 @@ export function createLiveMigrationService(registry: InstanceRegistry): ServiceI
       const instance = await authorize(registry, hostOf(ctx), "listFiles");
       const listing = await listRoots(instance.roots, instance.exclusions);
       return create(ListFilesResponseSchema, {
-        files: listing.entries.map(toInstanceFileMessage),
+        files: listing.entries.map(toInstanceFile),
         totalSize: BigInt(listing.totalSize),
       });
     },
