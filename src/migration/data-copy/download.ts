@@ -1,0 +1,157 @@
+/**
+ * The DOWNLOADING phase of one iteration: directories first (parents before children), then
+ * empty files, then files largest first with at most `maxConcurrency` streams in flight.
+ *
+ * Counting (OperationStatus): a directory, an empty file or a downloaded file adds to
+ * filesDownloaded (a file's size also to bytesDownloaded); a failed one adds to
+ * downloadFailures, and so does a file that changed at the source during the pass (Aborted).
+ * A file that vanished at the source (NotFound) counts in neither: it is not a failure of the
+ * iteration, and the next pass's CLEANING and listing settle it. Work cut short by a cancel
+ * counts in neither either.
+ *
+ * A file that still fails with a transient fault (Unavailable, DeadlineExceeded) after its
+ * retries means the source is down or saturated: the phase then stops early instead of
+ * spending the retry budget on every remaining file; the transfers in flight stop (their temp
+ * files stay for resuming) and the rest is not attempted. The task's next iteration, after its
+ * backoff, picks everything up again.
+ */
+import pLimit from "p-limit";
+import { AgentError } from "../../errors.js";
+import { fsyncDir } from "../../fs/atomic-file.js";
+import { setMtimeMs } from "../../fs/mtime.js";
+import type { OperationStatus } from "./operation-status.js";
+import type { SourceTarget } from "./plan.js";
+import { createDirectory, createEmptyFile, downloadFile, type TransferContext } from "./file-transfer.js";
+
+export interface DownloadSummary {
+  readonly failures: { readonly fileUrl: string; readonly reason: string }[];
+  readonly vanished: number;
+  /** Bytes continued from temp files instead of transferred. */
+  readonly resumedBytes: number;
+  /** Set when a persistent transient fault stopped the phase early. */
+  readonly stoppedEarly: boolean;
+}
+
+const SOURCE_DOWN_CODES: ReadonlySet<string> = new Set(["Unavailable", "DeadlineExceeded"]);
+
+/** Runs the phase to the end (or until the signal aborts); every started transfer has stopped when it resolves. */
+export async function downloadShortlist(
+  ctx: TransferContext,
+  status: OperationStatus,
+  shortlist: readonly SourceTarget[],
+  maxConcurrency: number,
+): Promise<DownloadSummary> {
+  const failures: { fileUrl: string; reason: string }[] = [];
+  let vanished = 0;
+  let resumedBytes = 0;
+  let stoppedEarly = false;
+  // The phase's own signal: aborted by the task's signal, or by a persistent transient fault.
+  const phase = new AbortController();
+  const onTaskAbort = () => phase.abort(ctx.signal.reason);
+  if (ctx.signal.aborted) onTaskAbort();
+  else ctx.signal.addEventListener("abort", onTaskAbort, { once: true });
+  const phaseCtx: TransferContext = { ...ctx, signal: phase.signal };
+  const fail = (t: SourceTarget, err: unknown) => {
+    const error = AgentError.from(err);
+    if (phase.signal.aborted) return;
+    status.incrementDownloadFailures();
+    failures.push({ fileUrl: t.entry.fileUrl, reason: error.message });
+    ctx.logger.warn({ file: t.entry.fileUrl, code: error.code, err: error.message }, "download failed");
+    if (SOURCE_DOWN_CODES.has(error.code)) {
+      stoppedEarly = true;
+      ctx.logger.warn("stopping the download phase: the source keeps failing after retries");
+      phase.abort(new AgentError("Cancelled", "download phase stopped"));
+    }
+  };
+
+  const dirs = shortlist
+    .filter((t) => t.entry.fileType === "DIRECTORY")
+    .sort((a, b) => (a.absPath < b.absPath ? -1 : a.absPath > b.absPath ? 1 : 0));
+  const empties = shortlist.filter((t) => t.entry.fileType === "FILE" && t.entry.size === 0);
+  const files = shortlist
+    .filter((t) => t.entry.fileType === "FILE" && t.entry.size > 0)
+    .sort((a, b) => b.entry.size - a.entry.size);
+
+  try {
+    for (const t of dirs) {
+      if (phase.signal.aborted) break;
+      try {
+        await createDirectory(t);
+        status.incrementFilesDownloaded();
+      } catch (err) {
+        fail(t, err);
+      }
+    }
+    for (const t of empties) {
+      if (phase.signal.aborted) break;
+      try {
+        await createEmptyFile(phaseCtx, t);
+        status.incrementFilesDownloaded();
+      } catch (err) {
+        fail(t, err);
+      }
+    }
+    const limit = pLimit(maxConcurrency);
+    await Promise.all(
+      files.map((t) =>
+        limit(async () => {
+          if (phase.signal.aborted) return;
+          try {
+            const outcome = await downloadFile(phaseCtx, t, status);
+            switch (outcome.kind) {
+              case "downloaded":
+                status.incrementFilesDownloaded();
+                status.addBytesDownloaded(outcome.size);
+                resumedBytes += outcome.resumedFrom;
+                break;
+              case "vanished":
+                vanished++;
+                ctx.logger.info({ file: t.entry.fileUrl }, "file vanished at the source; the next pass cleans it");
+                break;
+              case "changed":
+                fail(t, new AgentError("Aborted", outcome.reason));
+                break;
+            }
+          } catch (err) {
+            fail(t, err);
+          }
+        }),
+      ),
+    );
+  } finally {
+    ctx.signal.removeEventListener("abort", onTaskAbort);
+    await syncDirectories(ctx);
+  }
+  return { failures, vanished, resumedBytes, stoppedEarly };
+}
+
+/** fsyncs every directory that received a rename, once; failures are logged (the files are already fsynced). */
+export async function syncDirectories(ctx: Pick<TransferContext, "touchedDirs" | "logger">): Promise<void> {
+  for (const dir of ctx.touchedDirs) {
+    try {
+      await fsyncDir(dir);
+    } catch (err) {
+      ctx.logger.warn({ dir, err: (err as Error).message }, "cannot fsync directory");
+    }
+  }
+  ctx.touchedDirs.clear();
+}
+
+/**
+ * Gives local directories their source mtimes, after every change below them of this pass.
+ * Best effort (verification ignores directory mtimes): failures are logged, not counted.
+ */
+export async function syncDirectoryTimes(
+  ctx: Pick<TransferContext, "logger" | "signal">,
+  sources: Iterable<SourceTarget>,
+): Promise<void> {
+  for (const t of sources) {
+    if (ctx.signal.aborted) return;
+    if (t.entry.fileType !== "DIRECTORY") continue;
+    try {
+      await setMtimeMs(t.absPath, t.entry.lastModifiedTime);
+    } catch (err) {
+      ctx.logger.debug({ dir: t.absPath, err: (err as Error).message }, "cannot set directory mtime");
+    }
+  }
+}

@@ -1,0 +1,253 @@
+/**
+ * Puts one shortlisted entry in place (habit 6: temp name -> hash while writing -> verify -> rename).
+ *
+ *   peer.readFile(offset) --chunks--> write at position (awaited) --+--> XXH64 (prefix from disk first)
+ *                                                                   |
+ *   trailer: size, mtime, xxh64 of [0,size) ------------------------+--> compare --> mtime --> fsync
+ *                                                                            --> rename over target
+ *
+ * Memory stays flat whatever the file size: each chunk (<= 1 MiB, from the peer) is written and
+ * hashed, then dropped; nothing is concatenated. Whether a temp file is continued or deleted is
+ * decided by the resume policy in resume-store.ts.
+ */
+import { mkdir, open, rename, rm } from "node:fs/promises";
+import path from "node:path";
+import type { SidecarClientConfig } from "../../config/schema.js";
+import { createHasher, hashFileRange } from "../../digest/digest.js";
+import { AgentError, throwIfAborted } from "../../errors.js";
+import { setMtimeMs, statOrUndefined } from "../../fs/mtime.js";
+import { tempPathFor } from "../../fs/temp-name.js";
+import type { Logger } from "../../log.js";
+import type { ReadFileMessage, ReadFileTrailer, SourcePeer } from "../peer.js";
+import { withRetries } from "../retry.js";
+import type { SourceTarget } from "./plan.js";
+import { isResumable, type ResumeStore } from "./resume-store.js";
+
+export interface TransferContext {
+  readonly peer: SourcePeer;
+  /** Aborts every stream and wait of the task. */
+  readonly signal: AbortSignal;
+  readonly retry: SidecarClientConfig;
+  readonly logger: Logger;
+  readonly resume: ResumeStore;
+  /** Files at least this large keep a resume record (see resume-store.ts). */
+  readonly resumeMinBytes: number;
+  /** Directories that received a rename; the caller fsyncs each once (syncDirectories). */
+  readonly touchedDirs: Set<string>;
+}
+
+/** Where a transfer reports its bytes (OperationStatus). */
+export interface TransferProgress {
+  /** Bytes received from the source and written. */
+  addTransferred(bytes: number): void;
+  /** Bytes on disk for files not yet complete: +prefix on resume, -position when a temp is dropped or done. */
+  adjustInFlight(bytes: number): void;
+}
+
+export type FileOutcome =
+  /** Renamed into place with the source's bytes and mtime. */
+  | { readonly kind: "downloaded"; readonly size: number; readonly resumedFrom: number }
+  /** The source no longer has the file (NotFound); the next pass's CLEANING settles it. */
+  | { readonly kind: "vanished" }
+  /** The file changed at the source during the pass (Aborted); the next pass re-lists it. */
+  | { readonly kind: "changed"; readonly reason: string };
+
+/** An error raised by the peer's stream, as opposed to a local one. */
+class PeerFailure extends Error {
+  constructor(readonly error: AgentError) {
+    super(error.message);
+  }
+}
+
+/**
+ * Downloads one non-empty FILE entry to its local path. Transient faults and corrupted streams
+ * are retried with `ctx.retry` backoff.
+ * @throws AgentError on a failure that retries did not cure (the file counts as a download
+ * failure), Cancelled when the task's signal aborts.
+ */
+export async function downloadFile(ctx: TransferContext, target: SourceTarget, progress: TransferProgress): Promise<FileOutcome> {
+  const { entry, absPath } = target;
+  const temp = tempPathFor(absPath);
+  const keepsRecord = entry.size >= ctx.resumeMinBytes;
+  // Bytes of this file currently counted as in flight.
+  let position = 0;
+  const moveTo = (p: number) => {
+    progress.adjustInFlight(p - position);
+    position = p;
+  };
+  // Resume records are an optimization: failing to read or write one never fails the file.
+  const forgetRecord = async () => {
+    if (!keepsRecord) return;
+    await ctx.resume
+      .delete(absPath)
+      .catch((err: unknown) => ctx.logger.warn({ err: (err as Error).message }, "cannot delete resume record"));
+  };
+  const dropTemp = async () => {
+    moveTo(0);
+    await rm(temp, { force: true, recursive: true });
+    await forgetRecord();
+  };
+
+  const attempt = async (): Promise<FileOutcome> => {
+    await mkdir(path.dirname(absPath), { recursive: true });
+    let offset = 0;
+    const existing = await statOrUndefined(temp);
+    if (existing) {
+      const record = keepsRecord ? await ctx.resume.get(absPath) : undefined;
+      if (existing.isFile() && isResumable(record, Number(existing.size), entry)) offset = Number(existing.size);
+      else await rm(temp, { force: true, recursive: true });
+    }
+    if (offset === 0 && keepsRecord) {
+      await ctx.resume
+        .put({ target: absPath, fileUrl: entry.fileUrl, size: entry.size, lastModifiedTime: entry.lastModifiedTime })
+        .catch((err: unknown) => ctx.logger.warn({ err: (err as Error).message }, "cannot write resume record"));
+    }
+    const hasher = createHasher("XXH64");
+    const handle = await open(temp, offset > 0 ? "r+" : "w", 0o644);
+    let trailer: ReadFileTrailer | undefined;
+    try {
+      if (offset > 0) {
+        await hashFileRange(temp, [hasher], 0, offset, ctx.signal);
+        ctx.logger.debug({ file: entry.fileUrl, offset }, "resuming download");
+      }
+      moveTo(offset);
+      const stream = ctx.peer.readFile(
+        { fileUrl: entry.fileUrl, offset, expectedSize: entry.size, expectedLastModifiedTime: entry.lastModifiedTime },
+        ctx.signal,
+      );
+      const iterator = stream[Symbol.asyncIterator]();
+      let done = false;
+      try {
+        for (;;) {
+          const next = await nextOrAbort(iterator, ctx.signal);
+          if (next.done) {
+            done = true;
+            break;
+          }
+          const message: ReadFileMessage = next.value;
+          if ("trailer" in message) {
+            trailer = message.trailer;
+            continue;
+          }
+          const data = message.data;
+          if (trailer) throw new AgentError("DataLoss", `data after the trailer for ${entry.fileUrl}`);
+          if (position + data.byteLength > entry.size) {
+            throw new AgentError("DataLoss", `source sent more than the listed ${entry.size} bytes of ${entry.fileUrl}`);
+          }
+          // The write runs on the thread pool while this thread hashes the same (read-only) bytes.
+          const written = writeFully(handle, data, position);
+          hasher.update(data);
+          await written;
+          position += data.byteLength;
+          progress.addTransferred(data.byteLength);
+        }
+      } finally {
+        // Closes the stream when this side stopped early; the source sees a cancel.
+        if (!done) void iterator.return?.().catch(() => undefined);
+      }
+      if (!trailer) throw new AgentError("Unavailable", `stream of ${entry.fileUrl} ended without a trailer`);
+      if (trailer.size !== entry.size || trailer.lastModifiedTime !== entry.lastModifiedTime) {
+        throw new PeerFailure(new AgentError("Aborted", `${entry.fileUrl} changed at the source during the transfer`));
+      }
+      if (position !== entry.size) {
+        throw new AgentError("DataLoss", `stream of ${entry.fileUrl} ended at byte ${position} of ${entry.size}`);
+      }
+      const digest = hasher.digest();
+      if (digest !== trailer.xxh64) {
+        throw new AgentError("DataLoss", `XXH64 mismatch for ${entry.fileUrl}: wrote ${digest}, source has ${trailer.xxh64}`);
+      }
+      await setMtimeMs(temp, entry.lastModifiedTime);
+      // fsync after setting the mtime so that data and mtime are durable before the rename.
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    throwIfAborted(ctx.signal);
+    await rename(temp, absPath);
+    await forgetRecord();
+    ctx.touchedDirs.add(path.dirname(absPath));
+    moveTo(0);
+    return { kind: "downloaded", size: entry.size, resumedFrom: offset };
+  };
+
+  try {
+    return await withRetries(
+      async () => {
+        try {
+          return await attempt();
+        } catch (err) {
+          if (ctx.signal.aborted) throw AgentError.from(err);
+          const fromPeer = err instanceof PeerFailure;
+          const error = fromPeer ? err.error : AgentError.from(err);
+          if (fromPeer && error.code === "NotFound") {
+            await dropTemp();
+            return { kind: "vanished" };
+          }
+          if (fromPeer && error.code === "Aborted") {
+            await dropTemp();
+            return { kind: "changed", reason: error.message };
+          }
+          // A corrupted stream taints the whole temp file: its prefix cannot be trusted either.
+          if (error.code === "DataLoss") await dropTemp();
+          throw error;
+        }
+      },
+      ctx.retry,
+      {
+        signal: ctx.signal,
+        onRetry: (err, n, delayMs) =>
+          // Corruption in transit is worth an operator's attention; other retries are routine.
+          ctx.logger[err.code === "DataLoss" ? "warn" : "debug"](
+            { file: entry.fileUrl, code: err.code, err: err.message, delayMs },
+            `retry ${n}/${ctx.retry.maxRetries} of ${entry.fileUrl}`,
+          ),
+      },
+    );
+  } finally {
+    moveTo(0);
+  }
+}
+
+/** The next stream message, or Cancelled as soon as the signal aborts (even if the peer ignores it). */
+async function nextOrAbort<T>(iterator: AsyncIterator<T>, signal: AbortSignal): Promise<IteratorResult<T>> {
+  throwIfAborted(signal);
+  let onAbort: (() => void) | undefined;
+  const aborted = new Promise<never>((_, reject) => {
+    onAbort = () => reject(new AgentError("Cancelled", "operation cancelled"));
+    signal.addEventListener("abort", onAbort, { once: true });
+  });
+  const next = iterator.next().catch((err: unknown) => {
+    throw new PeerFailure(AgentError.from(err, "Unavailable"));
+  });
+  // When the abort wins, the losing next() may still reject later; that rejection is expected.
+  next.catch(() => undefined);
+  try {
+    return await Promise.race([next, aborted]);
+  } finally {
+    signal.removeEventListener("abort", onAbort!);
+  }
+}
+
+async function writeFully(handle: import("node:fs/promises").FileHandle, data: Uint8Array, position: number): Promise<void> {
+  let written = 0;
+  while (written < data.byteLength) {
+    const { bytesWritten } = await handle.write(data, written, data.byteLength - written, position + written);
+    written += bytesWritten;
+  }
+}
+
+/** Creates an empty FILE entry with the source's mtime (temp name, then rename; no transfer). */
+export async function createEmptyFile(ctx: Pick<TransferContext, "touchedDirs">, target: SourceTarget): Promise<void> {
+  await mkdir(path.dirname(target.absPath), { recursive: true });
+  const temp = tempPathFor(target.absPath);
+  const handle = await open(temp, "w", 0o644);
+  await handle.close();
+  await setMtimeMs(temp, target.entry.lastModifiedTime);
+  await rename(temp, target.absPath);
+  ctx.touchedDirs.add(path.dirname(target.absPath));
+}
+
+/** Creates a DIRECTORY entry (and missing parents). Its mtime is set by syncDirectoryTimes. */
+export async function createDirectory(target: SourceTarget): Promise<void> {
+  await mkdir(target.absPath, { recursive: true });
+}

@@ -1,0 +1,209 @@
+/**
+ * What one iteration deletes (CLEANING) and downloads (PREPARING), behaviour doc §3.5–§3.6.
+ *
+ * CLEANING compares the local listing (local exclusions applied, so excluded paths are never
+ * touched) with the source listing mapped to local paths:
+ * - a local path absent at the source is deleted (a directory with its subtree);
+ * - a local file whose size or mtime (ms) differs from the source's is deleted;
+ * - a type mismatch (local directory where the source has a file, or the reverse) is deleted,
+ *   so that PREPARING fetches the source's version; the Java Sidecar leaves it in place;
+ * - a local directory present at the source is kept (directory mtimes are not compared);
+ * - a download temp file is kept only when it can be resumed (see resume-store.ts); otherwise
+ *   it is deleted. A root is never deleted.
+ * PREPARING shortlists every source entry whose local path does not exist and applies the
+ * byte threshold: with `present = (totalSize - downloadSize) / totalSize`, a shortlist with
+ * no bytes is downloaded as is (directories, empty files), `present <= successThreshold`
+ * downloads it, and `present > successThreshold` downloads nothing (the iteration succeeds).
+ */
+import { rm } from "node:fs/promises";
+import path from "node:path";
+import { AgentError } from "../../errors.js";
+import type { LocalEntry } from "../../fs/list.js";
+import { statOrUndefined } from "../../fs/mtime.js";
+import { resolveFileUrl } from "../../fs/safe-path.js";
+import { targetPathOf } from "../../fs/temp-name.js";
+import type { MigrationRoot } from "../../instance/directories.js";
+import type { FileEntry } from "../types.js";
+import { isResumable, type ResumeRecord } from "./resume-store.js";
+
+/** A source entry and the local path it maps to. */
+export interface SourceTarget {
+  readonly entry: FileEntry;
+  readonly absPath: string;
+}
+
+/**
+ * Maps every source entry to its local path (data dir i to data dir i), lexically.
+ * @throws AgentError when a URL names no local root (e.g. the source has more data dirs) or a root itself.
+ */
+export function mapSourceEntries(roots: readonly MigrationRoot[], entries: readonly FileEntry[]): Map<string, SourceTarget> {
+  const byPath = new Map<string, SourceTarget>();
+  for (const entry of entries) {
+    let resolved;
+    try {
+      resolved = resolveFileUrl(roots, entry.fileUrl);
+    } catch (err) {
+      const cause = AgentError.from(err);
+      throw new AgentError(cause.code, `Cannot map source file ${entry.fileUrl} to a local path: ${cause.message}`, { cause });
+    }
+    if (resolved.relPath === "") {
+      throw new AgentError("InvalidArgument", `Source listing names a root directory: ${entry.fileUrl}`);
+    }
+    byPath.set(resolved.absPath, { entry, absPath: resolved.absPath });
+  }
+  return byPath;
+}
+
+/** A temp file found by the local listing, with what is known about it. */
+export interface TempFileInfo {
+  readonly path: string;
+  readonly size: number;
+  readonly record: ResumeRecord | undefined;
+}
+
+export interface Deletion {
+  readonly absPath: string;
+  /** The local type; a DIRECTORY is deleted with its subtree. */
+  readonly kind: "FILE" | "DIRECTORY" | "TEMP";
+  readonly reason: string;
+}
+
+export interface CleaningPlan {
+  readonly deletions: Deletion[];
+  /** Local paths of the listing that stay (for PREPARING's existence check). */
+  readonly keptPaths: ReadonlySet<string>;
+  /** Target paths whose temp files are kept for resuming. */
+  readonly resumableTargets: ReadonlySet<string>;
+}
+
+/** Decides what CLEANING deletes; pure. `local` must be in listing (pre-)order. */
+export function planCleaning(
+  sources: ReadonlyMap<string, SourceTarget>,
+  local: readonly LocalEntry[],
+  temps: readonly TempFileInfo[],
+): CleaningPlan {
+  const deletions: Deletion[] = [];
+  const deletedDirs = new Set<string>();
+  const keptPaths = new Set<string>();
+  const insideDeleted = (p: string) => {
+    for (let dir = path.dirname(p); dir !== path.dirname(dir); dir = path.dirname(dir)) {
+      if (deletedDirs.has(dir)) return true;
+    }
+    return false;
+  };
+  for (const e of local) {
+    if (insideDeleted(e.absPath)) continue;
+    const reason = deletionReason(e, sources.get(e.absPath)?.entry);
+    if (reason === undefined) {
+      keptPaths.add(e.absPath);
+      continue;
+    }
+    deletions.push({ absPath: e.absPath, kind: e.fileType, reason });
+    if (e.fileType === "DIRECTORY") deletedDirs.add(e.absPath);
+  }
+  const resumableTargets = new Set<string>();
+  for (const temp of temps) {
+    if (insideDeleted(temp.path)) continue;
+    const target = targetPathOf(temp.path);
+    const source = sources.get(target)?.entry;
+    let reason: string | undefined;
+    if (!source) reason = "stale temp file: target absent at source";
+    else if (source.fileType !== "FILE") reason = "stale temp file: target is a directory at source";
+    else if (keptPaths.has(target)) reason = "stale temp file: target already complete";
+    else if (!temp.record) reason = "stale temp file: no resume record";
+    else if (temp.size > source.size) reason = "stale temp file: longer than the source file";
+    else if (!isResumable(temp.record, temp.size, source)) reason = "stale temp file: source file changed";
+    if (reason === undefined) resumableTargets.add(target);
+    else deletions.push({ absPath: temp.path, kind: "TEMP", reason });
+  }
+  return { deletions, keptPaths, resumableTargets };
+}
+
+function deletionReason(local: LocalEntry, source: FileEntry | undefined): string | undefined {
+  if (!source) return "absent at source";
+  if (source.fileType !== local.fileType) {
+    return `type differs: ${local.fileType.toLowerCase()} here, ${source.fileType.toLowerCase()} at source`;
+  }
+  if (local.fileType === "DIRECTORY") return undefined;
+  if (local.size !== source.size) return `size differs: ${local.size} here, ${source.size} at source`;
+  if (local.lastModifiedTime !== source.lastModifiedTime) {
+    return `mtime differs: ${local.lastModifiedTime} here, ${source.lastModifiedTime} at source`;
+  }
+  return undefined;
+}
+
+/** True when `p` lies strictly below one of the roots. */
+export function isBelowARoot(roots: readonly MigrationRoot[], p: string): boolean {
+  const abs = path.resolve(p);
+  return roots.some((r) => abs.startsWith(path.resolve(r.path) + path.sep));
+}
+
+/**
+ * Performs the deletions in order. Paths that already vanished are skipped.
+ * @throws AgentError Internal for a path that is not strictly below a root, or on an IO error.
+ */
+export async function applyCleaning(roots: readonly MigrationRoot[], deletions: readonly Deletion[]): Promise<void> {
+  for (const d of deletions) {
+    if (!isBelowARoot(roots, d.absPath)) {
+      throw new AgentError("Internal", `Refusing to delete ${d.absPath}: not below a migrated root`);
+    }
+    try {
+      await rm(d.absPath, { recursive: d.kind === "DIRECTORY", force: true });
+    } catch (err) {
+      throw new AgentError("Internal", `Cannot delete ${d.absPath}: ${(err as Error).message}`, { cause: err });
+    }
+  }
+}
+
+const STAT_PARALLELISM = 32;
+
+/** The source entries whose local path does not exist after cleaning, in listing order. */
+export async function findMissing(
+  sources: readonly SourceTarget[],
+  keptPaths: ReadonlySet<string>,
+): Promise<SourceTarget[]> {
+  const present: boolean[] = new Array(sources.length).fill(true);
+  const unknown: number[] = [];
+  sources.forEach((s, i) => {
+    if (!keptPaths.has(s.absPath)) unknown.push(i);
+  });
+  // Paths outside the kept listing are checked on disk: a locally excluded path that exists is left alone.
+  for (let i = 0; i < unknown.length; i += STAT_PARALLELISM) {
+    await Promise.all(
+      unknown.slice(i, i + STAT_PARALLELISM).map(async (index) => {
+        try {
+          present[index] = (await statOrUndefined(sources[index]!.absPath)) !== undefined;
+        } catch (err) {
+          throw new AgentError("Internal", `Cannot stat ${sources[index]!.absPath}: ${(err as Error).message}`, { cause: err });
+        }
+      }),
+    );
+  }
+  return sources.filter((_, i) => !present[i]);
+}
+
+export type ThresholdDecision =
+  /** The shortlist has no file bytes (directories and empty files only, or nothing). */
+  | "no-bytes-missing"
+  /** present <= successThreshold: download the shortlist. */
+  | "download"
+  /** present > successThreshold: download nothing. */
+  | "threshold-met";
+
+export interface DownloadPlan {
+  readonly shortlist: SourceTarget[];
+  /** FILE bytes of the shortlist before the threshold was applied. */
+  readonly missingBytes: number;
+  /** Fraction of the source's bytes present locally; 1 when the source has no bytes. */
+  readonly present: number;
+  readonly decision: ThresholdDecision;
+}
+
+/** Applies the §3.6 threshold rule to the missing entries. */
+export function applyThreshold(missing: readonly SourceTarget[], totalSize: number, successThreshold: number): DownloadPlan {
+  const missingBytes = missing.reduce((sum, s) => sum + (s.entry.fileType === "FILE" ? s.entry.size : 0), 0);
+  const present = totalSize > 0 ? (totalSize - missingBytes) / totalSize : 1;
+  if (missingBytes === 0) return { shortlist: [...missing], missingBytes, present, decision: "no-bytes-missing" };
+  if (present <= successThreshold) return { shortlist: [...missing], missingBytes, present, decision: "download" };
+  return { shortlist: [], missingBytes, present, decision: "threshold-met" };
+}

@@ -1,0 +1,823 @@
+/**
+ * `npm run bench` — lm-sidecar against rsync, cp and the digest tools on one generated dataset,
+ * in one run, tools alternating between repetitions. Writes `bench.md` and `bench.json` under
+ * --out. Needs Linux (/proc), 127.0.0.1–127.0.0.3 on loopback, `npm run build` (the agents run
+ * as `node dist/src/main.js serve`), and rsync + xxhash from apt; it installs nothing.
+ *
+ * Per repetition r (1…runs), with the order of tools reversed on even r:
+ *   A  full copy into an empty destination (+ sync), then a no-op pass: lm-sidecar, rsync; cp -a
+ *   B  5 % of the files rewritten (round r), then a pass of each tool
+ *   C  verification: lm-sidecar MD5 and XXHash32, rsync --checksum no-op, md5sum and xxhsum -H0
+ *      over both trees
+ * then, per repetition, the full copies of lm-sidecar and rsync through the delay proxy.
+ * lm-sidecar is driven only through its documented REST API.
+ */
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { existsSync, openSync, closeSync, readFileSync } from "node:fs";
+import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { parseArgs } from "node:util";
+import { stringify } from "yaml";
+import { datasetLayout, generateDataset, type DatasetOptions, type DatasetProfile } from "../../src/dataset/generate.js";
+import { snapshotTree, type TreeEntry, type TreeExclude } from "../helpers/tree.js";
+import { startDelayProxy, type DelayProxy } from "./delay-proxy.js";
+import { excludeSnapshots, mutateFraction } from "./mutate.js";
+import { buildReport, describeMachine, renderMarkdown, writeReport, type Resources, type RunRecord, type ScenarioResult, type Tool } from "./report.js";
+import {
+  checkTools,
+  cpCopy,
+  cpuSecondsOf,
+  digestFiles,
+  peakRssOf,
+  resetPeakRss,
+  rsyncPull,
+  startRsyncDaemon,
+  stopChild,
+  toolVersion,
+  type Measurement,
+  type RsyncDaemon,
+} from "./tools.js";
+
+const REPO_ROOT = path.resolve(import.meta.dirname, "../..");
+const SOURCE_HOST = "127.0.0.1";
+const DEST_HOST = "127.0.0.2";
+/** The source's address as the destination sees it in the delay-proxy scenario. */
+const PROXIED_SOURCE_HOST = "127.0.0.3";
+const API = "/api/v1/live-migration";
+const GROUPS = ["lm", "rsync", "cp", "digest", "proxy"] as const;
+type Group = (typeof GROUPS)[number];
+
+const USAGE = `usage: npm run bench -- [options]
+
+  --profile large|small|tiny   dataset profile (default large: ~4 GiB / ~400 files; small: ~200 MiB / ~20,000 files)
+  --size N[K|M|G]              unique dataset bytes instead of the profile's
+  --rtt-ms N                   round trip added by the delay proxy (default 10)
+  --runs N                     repetitions of every scenario (default 3)
+  --out DIR                    where bench.md and bench.json go (default bench-out/)
+  --work DIR                   scratch space for the trees (default $TMPDIR/lm-bench-<profile>); needs ~4x the dataset
+  --only LIST                  comma-separated subset of ${GROUPS.join(",")} (default all)
+  --agent FILE                 agent entry point (default dist/src/main.js; build it with npm run build)
+  --agent-log-level LEVEL      LOG_LEVEL of the agents (default warn); logs go to <work>/*.log
+  --keep                       keep the destination trees (the source dataset is always kept for reuse)
+  -h, --help`;
+
+// ---------------------------------------------------------------- options
+
+interface BenchOptions {
+  profile: DatasetProfile;
+  sizeBytes?: number;
+  rttMs: number;
+  runs: number;
+  outDir: string;
+  workDir: string;
+  groups: Set<Group>;
+  agentMain: string;
+  agentLogLevel: string;
+  keep: boolean;
+}
+
+function parseBytes(s: string): number {
+  const m = /^(\d+(?:\.\d+)?)([KMGT]?)(i?B)?$/i.exec(s.trim());
+  if (!m) throw new Error(`bad size: ${s} (e.g. 200M, 4G)`);
+  const mult = { "": 1, K: 2 ** 10, M: 2 ** 20, G: 2 ** 30, T: 2 ** 40 }[m[2]!.toUpperCase() as "" | "K" | "M" | "G" | "T"];
+  return Math.round(Number.parseFloat(m[1]!) * mult);
+}
+
+function parseOptions(argv: string[]): BenchOptions | undefined {
+  const { values } = parseArgs({
+    args: argv,
+    strict: true,
+    options: {
+      profile: { type: "string", default: "large" },
+      size: { type: "string" },
+      "rtt-ms": { type: "string", default: "10" },
+      runs: { type: "string", default: "3" },
+      out: { type: "string", default: "bench-out" },
+      work: { type: "string" },
+      only: { type: "string" },
+      agent: { type: "string" },
+      "agent-log-level": { type: "string", default: "warn" },
+      keep: { type: "boolean", default: false },
+      help: { type: "boolean", short: "h" },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(`${USAGE}\n`);
+    return undefined;
+  }
+  const profile = values.profile as DatasetProfile;
+  if (!["large", "small", "tiny"].includes(profile)) throw new Error(`unknown profile ${profile}`);
+  const rttMs = Number(values["rtt-ms"]);
+  const runs = Number(values.runs);
+  if (!(rttMs >= 0)) throw new Error(`--rtt-ms must be a number >= 0`);
+  if (!Number.isInteger(runs) || runs < 1) throw new Error(`--runs must be an integer >= 1`);
+  const groups = new Set<Group>();
+  for (const g of (values.only ?? GROUPS.join(",")).split(",").map((x) => x.trim()).filter(Boolean)) {
+    if (!(GROUPS as readonly string[]).includes(g)) throw new Error(`--only: unknown group ${g} (one of ${GROUPS.join(", ")})`);
+    groups.add(g as Group);
+  }
+  const sizeBytes = values.size !== undefined ? parseBytes(values.size) : undefined;
+  const workName = `lm-bench-${profile}${sizeBytes !== undefined ? `-${sizeBytes}` : ""}`;
+  return {
+    profile,
+    sizeBytes,
+    rttMs,
+    runs,
+    outDir: path.resolve(values.out!),
+    workDir: path.resolve(values.work ?? path.join(os.tmpdir(), workName)),
+    groups,
+    agentMain: path.resolve(values.agent ?? path.join(REPO_ROOT, "dist/src/main.js")),
+    agentLogLevel: values["agent-log-level"]!,
+    keep: values.keep!,
+  };
+}
+
+// ---------------------------------------------------------------- small utilities
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const log = (msg: string) => process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
+
+/** A TCP port free on every address. */
+async function freePort(addresses: readonly string[], avoid: readonly number[]): Promise<number> {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const port = await new Promise<number>((resolve, reject) => {
+      const s = net.createServer();
+      s.once("error", reject);
+      s.listen(0, addresses[0], () => {
+        const p = (s.address() as net.AddressInfo).port;
+        s.close(() => resolve(p));
+      });
+    });
+    if (avoid.includes(port)) continue;
+    let ok = true;
+    for (const address of addresses.slice(1)) {
+      ok = await new Promise<boolean>((resolve) => {
+        const s = net.createServer();
+        s.once("error", () => resolve(false));
+        s.listen(port, address, () => s.close(() => resolve(true)));
+      });
+      if (!ok) break;
+    }
+    if (ok) return port;
+  }
+  throw new Error(`no port free on all of ${addresses.join(", ")}`);
+}
+
+/** Resolves once `host:port` accepts a TCP connection. */
+function canConnect(host: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect({ host, port });
+    s.once("connect", () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once("error", () => resolve(false));
+  });
+}
+
+/** `sync`, timed as part of the copy it follows. */
+function syncDisks(): void {
+  const r = spawnSync("sync", { stdio: "ignore" });
+  if (r.status !== 0) throw new Error("sync failed");
+}
+
+/**
+ * Compares sizes and mtimes (ms) of `expected` against the tree under `destRoot`; returns up
+ * to 5 differences (content is verified by the verification scenarios, not here).
+ */
+async function metadataDiff(expected: TreeEntry[], destRoot: string, exclude?: TreeExclude): Promise<string[]> {
+  let actual: TreeEntry[];
+  try {
+    actual = await snapshotTree(destRoot, { exclude });
+  } catch (err) {
+    return [`cannot walk ${destRoot}: ${(err as Error).message}`];
+  }
+  const byRel = new Map(actual.map((e) => [e.rel, e]));
+  const diffs: string[] = [];
+  for (const e of expected) {
+    const a = byRel.get(e.rel);
+    byRel.delete(e.rel);
+    if (!a) diffs.push(`missing ${e.rel}`);
+    else if (a.type !== e.type) diffs.push(`type ${e.rel}`);
+    else if (e.type === "file" && (a.size !== e.size || a.mtimeMs !== e.mtimeMs)) diffs.push(`size/mtime ${e.rel}`);
+  }
+  for (const a of byRel.values()) diffs.push(`extra ${a.rel}`);
+  return diffs.slice(0, 5).concat(diffs.length > 5 ? [`… ${diffs.length - 5} more`] : []);
+}
+
+// ---------------------------------------------------------------- agents
+
+interface Side {
+  name: string;
+  root: string;
+  stagingDir: string;
+}
+
+function sideOf(workDir: string, name: string): Side {
+  return { name, root: path.join(workDir, name), stagingDir: path.join(workDir, `${name}-staging`) };
+}
+
+/** The sidecar.yaml of one agent (see the benchmark issue): instance `instanceHost`, listening on `bindHost`. */
+function agentConfigYaml(side: Side, instanceHost: string, bindHost: string, ports: Ports, migrationMap: Record<string, string>): string {
+  const layout = datasetLayout(side.root);
+  return stringify({
+    cassandra_instances: [
+      {
+        id: 1,
+        host: instanceHost,
+        port: 19042, // native port nobody listens on: Cassandra counts as stopped
+        jmx_host: "127.0.0.1",
+        jmx_port: 19199,
+        data_dirs: layout.dataDirs,
+        commitlog_dir: layout.commitlogDir,
+        hints_dir: layout.hintsDir,
+        saved_caches_dir: layout.savedCachesDir,
+        staging_dir: side.stagingDir,
+      },
+    ],
+    sidecar: { host: bindHost, port: ports.gateway, peer_port: ports.peer },
+    live_migration: {
+      migration_map: migrationMap,
+      dirs_to_exclude: ["glob:${DATA_FILE_DIR}/*/*/snapshots"],
+      max_concurrent_file_requests: 20,
+    },
+  });
+}
+
+interface Ports {
+  gateway: number;
+  peer: number;
+  rsync: number;
+}
+
+/** One agent child process (`node <agentMain> serve --config <file>`), logs appended to a file. */
+class AgentProcess {
+  private child: ChildProcess | undefined;
+
+  constructor(
+    readonly label: string,
+    private readonly agentMain: string,
+    private readonly configFile: string,
+    private readonly logFile: string,
+    private readonly bindHost: string,
+    private readonly ports: Ports,
+    private readonly logLevel: string,
+  ) {}
+
+  get pid(): number {
+    if (this.child?.pid === undefined) throw new Error(`${this.label} agent is not running`);
+    return this.child.pid;
+  }
+
+  /** Writes the config, spawns the agent and waits (≤ 30 s) until both its ports accept connections. */
+  async start(yaml: string): Promise<void> {
+    await writeFile(this.configFile, yaml);
+    const fd = openSync(this.logFile, "a");
+    const child = spawn(process.execPath, [this.agentMain, "serve", "--config", this.configFile], {
+      cwd: REPO_ROOT,
+      stdio: ["ignore", fd, fd],
+      env: { ...process.env, LOG_LEVEL: this.logLevel },
+    });
+    closeSync(fd);
+    this.child = child;
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      if (child.exitCode !== null || child.signalCode !== null) {
+        this.child = undefined;
+        throw new Error(`${this.label} agent exited (${child.exitCode ?? child.signalCode}) while starting; last log lines:\n${this.logTail()}`);
+      }
+      if ((await canConnect(this.bindHost, this.ports.gateway)) && (await canConnect(this.bindHost, this.ports.peer))) return;
+      if (Date.now() > deadline) throw new Error(`${this.label} agent did not listen on ${this.bindHost}:${this.ports.gateway}/${this.ports.peer} within 30 s:\n${this.logTail()}`);
+      await sleep(50);
+    }
+  }
+
+  async stop(): Promise<void> {
+    const child = this.child;
+    this.child = undefined;
+    if (child) await stopChild(child, 10_000);
+  }
+
+  logTail(): string {
+    try {
+      return readFileSync(this.logFile, "utf8").split("\n").slice(-15).join("\n");
+    } catch {
+      return "(no log)";
+    }
+  }
+}
+
+/** CPU and peak RSS of an agent across one operation: VmHWM is reset before, CPU is a difference. */
+class AgentMeter {
+  private cpuBefore = 0;
+
+  constructor(private readonly agent: AgentProcess) {}
+
+  async begin(): Promise<void> {
+    await resetPeakRss(this.agent.pid);
+    this.cpuBefore = (await cpuSecondsOf(this.agent.pid)) ?? 0;
+  }
+
+  async end(): Promise<Resources | undefined> {
+    const cpu = await cpuSecondsOf(this.agent.pid);
+    const rss = await peakRssOf(this.agent.pid);
+    if (cpu === undefined || rss === undefined) return undefined;
+    return { peakRssBytes: rss, cpuSeconds: cpu - this.cpuBefore };
+  }
+}
+
+interface JsonResponse {
+  status: number;
+  body: unknown;
+}
+
+async function requestJson(method: string, url: string, body?: unknown): Promise<JsonResponse> {
+  const res = await fetch(url, {
+    method,
+    headers: body === undefined ? {} : { "content-type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await res.text();
+  let parsed: unknown = text;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    // keep the text
+  }
+  return { status: res.status, body: parsed };
+}
+
+/** The destination's REST API: start a task, poll its status URL until a terminal state. */
+class DestinationApi {
+  constructor(private readonly base: string) {}
+
+  private async start(route: string, body: unknown): Promise<string> {
+    const res = await requestJson("POST", `${this.base}${API}/${route}`, body);
+    const b = res.body as { taskId?: string; statusUrl?: string };
+    if (res.status !== 202 || typeof b?.statusUrl !== "string") {
+      throw new Error(`POST ${route} answered ${res.status}: ${JSON.stringify(res.body)}`);
+    }
+    return b.statusUrl;
+  }
+
+  private async poll<T>(statusUrl: string, done: (body: T) => boolean, timeoutMs: number): Promise<T> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const res = await requestJson("GET", `${this.base}${statusUrl}`);
+      if (res.status !== 200) throw new Error(`GET ${statusUrl} answered ${res.status}: ${JSON.stringify(res.body)}`);
+      const body = res.body as T;
+      if (done(body)) return body;
+      if (Date.now() > deadline) throw new Error(`task ${statusUrl} not finished after ${timeoutMs / 1000} s: ${JSON.stringify(body)}`);
+      await sleep(50);
+    }
+  }
+
+  /** POST data-copy-tasks and wait for the last iteration's terminal state; throws unless SUCCESS. */
+  async dataCopy(timeoutMs: number): Promise<Record<string, unknown>> {
+    type Task = { status?: { state?: string; failureReason?: string }[] };
+    const url = await this.start("data-copy-tasks", { maxIterations: 3, successThreshold: 1.0, maxConcurrency: 10 });
+    const task = await this.poll<Task>(url, (t) => ["SUCCESS", "FAILED", "CANCELLED"].includes(t.status?.at(-1)?.state ?? ""), timeoutMs);
+    const last = task.status!.at(-1)!;
+    if (last.state !== "SUCCESS") throw new Error(`data copy ended ${last.state}: ${last.failureReason ?? JSON.stringify(task.status)}`);
+    return task as Record<string, unknown>;
+  }
+
+  /** POST files-verification-tasks and wait for a terminal state; throws unless COMPLETED with no mismatch. */
+  async verify(digestAlgorithm: "MD5" | "XXHash32", timeoutMs: number): Promise<Record<string, unknown>> {
+    type Task = Record<string, unknown> & { state?: string };
+    const url = await this.start("files-verification-tasks", { maxConcurrency: 10, digestAlgorithm });
+    const task = await this.poll<Task>(url, (t) => ["COMPLETED", "FAILED", "CANCELLED"].includes(t.state ?? ""), timeoutMs);
+    if (task.state !== "COMPLETED") throw new Error(`verification ended ${task.state}: ${JSON.stringify(task)}`);
+    const bad = ["filesNotFoundAtSource", "filesNotFoundAtDestination", "metadataMismatches", "digestMismatches", "digestVerificationFailures"].filter(
+      (k) => typeof task[k] === "number" && (task[k] as number) > 0,
+    );
+    if (bad.length > 0) throw new Error(`verification found differences: ${bad.map((k) => `${k}=${String(task[k])}`).join(", ")}`);
+    return task;
+  }
+}
+
+// ---------------------------------------------------------------- the benchmark
+
+class Bench {
+  private readonly scenarios = new Map<string, ScenarioResult>();
+  private readonly source: Side;
+  private readonly lmDest: Side;
+  private readonly rsyncDest: string;
+  private readonly cpDest: string;
+  private ports!: Ports;
+  private daemon: RsyncDaemon | undefined;
+  private proxies: DelayProxy[] = [];
+  private sourceAgent: AgentProcess | undefined;
+  private destAgent: AgentProcess | undefined;
+  private destYaml = "";
+  /** Source tree without snapshots: what every copy must reproduce. */
+  private expected: TreeEntry[] = [];
+  private migratedBytes = 0;
+  private datasetInfo: Record<string, unknown> = {};
+  /** Which destinations currently mirror the source (for the digest tools' second tree). */
+  private inSync = new Set<string>();
+
+  constructor(private readonly o: BenchOptions) {
+    this.source = sideOf(o.workDir, "source");
+    this.lmDest = sideOf(o.workDir, "lm-dest");
+    this.rsyncDest = path.join(o.workDir, "rsync-dest");
+    this.cpDest = path.join(o.workDir, "cp-dest");
+  }
+
+  private has(g: Group): boolean {
+    return this.o.groups.has(g);
+  }
+
+  private scenario(id: string, label: string, tool: Tool, bytes: number): ScenarioResult {
+    let s = this.scenarios.get(id);
+    if (!s) {
+      s = { id, label, tool, bytes, runs: [] };
+      this.scenarios.set(id, s);
+    }
+    return s;
+  }
+
+  private get taskTimeoutMs(): number {
+    return 120_000 + (this.migratedBytes / 2e6) * 1000; // never slower than 2 MB/s
+  }
+
+  /** Records one run of a shell-tool scenario; a failed check marks the run failed. */
+  private async recordTool(s: ScenarioResult, run: number, measure: () => Promise<Measurement>, check?: () => Promise<string[]>): Promise<boolean> {
+    log(`${s.id} run ${run}`);
+    let rec: RunRecord;
+    try {
+      const m = await measure();
+      rec = { run, seconds: m.seconds, ok: m.exitCode === 0, resources: { peakRssBytes: m.peakRssBytes, cpuSeconds: m.cpuSeconds } };
+      if (!rec.ok) rec.error = `exit ${m.exitCode}: ${m.stderrTail.trim().split("\n").slice(-3).join(" | ")}`;
+      if (rec.ok && check) {
+        const diffs = await check();
+        if (diffs.length > 0) Object.assign(rec, { ok: false, error: `destination differs from source: ${diffs.join("; ")}` });
+      }
+    } catch (err) {
+      rec = { run, seconds: Number.NaN, ok: false, error: (err as Error).message };
+    }
+    s.runs.push(rec);
+    log(`  ${rec.ok ? `${rec.seconds.toFixed(3)} s` : `FAILED: ${rec.error}`}`);
+    return rec.ok;
+  }
+
+  /** Records one run of an lm-sidecar scenario (timed from the POST to the terminal state). */
+  private async recordLm(s: ScenarioResult, run: number, op: () => Promise<Record<string, unknown>>, opts: { sync?: boolean; check?: () => Promise<string[]> } = {}): Promise<boolean> {
+    log(`${s.id} run ${run}`);
+    const meters = [new AgentMeter(this.sourceAgent!), new AgentMeter(this.destAgent!)] as const;
+    let rec: RunRecord;
+    try {
+      await Promise.all(meters.map((m) => m.begin()));
+      const t0 = performance.now();
+      const task = await op();
+      if (opts.sync) syncDisks();
+      const seconds = (performance.now() - t0) / 1000;
+      const [source, destination] = await Promise.all(meters.map((m) => m.end()));
+      rec = { run, seconds, ok: true, agents: { source, destination }, detail: { task } };
+      if (opts.check) {
+        const diffs = await opts.check();
+        if (diffs.length > 0) Object.assign(rec, { ok: false, error: `destination differs from source: ${diffs.join("; ")}` });
+      }
+    } catch (err) {
+      rec = { run, seconds: Number.NaN, ok: false, error: (err as Error).message };
+    }
+    s.runs.push(rec);
+    log(`  ${rec.ok ? `${rec.seconds.toFixed(3)} s` : `FAILED: ${rec.error}`}`);
+    return rec.ok;
+  }
+
+  // -------------------------------------------------------------- setup
+
+  private async prepareDataset(): Promise<void> {
+    const options: DatasetOptions = { profile: this.o.profile, ...(this.o.sizeBytes !== undefined ? { sizeBytes: this.o.sizeBytes } : {}) };
+    const stampFile = path.join(this.o.workDir, "source.stamp.json");
+    const wanted = JSON.stringify({ stampVersion: 1, options });
+    let summary: Record<string, unknown> | undefined;
+    try {
+      const stamp = JSON.parse(await readFile(stampFile, "utf8")) as { key: string; dirty: boolean; summary: Record<string, unknown> };
+      if (stamp.key === wanted && !stamp.dirty && existsSync(this.source.root)) summary = stamp.summary;
+    } catch {
+      // no usable stamp: generate
+    }
+    if (summary) log(`reusing the dataset in ${this.source.root}`);
+    else {
+      log(`generating the ${this.o.profile} dataset in ${this.source.root}`);
+      summary = { ...(await generateDataset(this.source.root, options)) };
+      await writeFile(stampFile, JSON.stringify({ key: wanted, dirty: false, summary }, null, 2));
+      log(`  ${summary["entries"]} files, ${((summary["uniqueBytes"] as number) / 2 ** 20).toFixed(1)} MiB in ${summary["seconds"]} s`);
+    }
+    await this.refreshExpected();
+    this.datasetInfo = {
+      profile: this.o.profile,
+      ...summary,
+      migratedBytes: this.migratedBytes,
+      migratedFiles: this.expected.filter((e) => e.type === "file").length,
+    };
+  }
+
+  private async markDirty(): Promise<void> {
+    const stampFile = path.join(this.o.workDir, "source.stamp.json");
+    try {
+      const stamp = JSON.parse(await readFile(stampFile, "utf8")) as Record<string, unknown>;
+      await writeFile(stampFile, JSON.stringify({ ...stamp, dirty: true }, null, 2));
+    } catch {
+      // nothing to mark
+    }
+  }
+
+  private async refreshExpected(): Promise<void> {
+    this.expected = await snapshotTree(this.source.root, { exclude: excludeSnapshots });
+    this.migratedBytes = this.expected.reduce((a, e) => a + (e.type === "file" ? e.size : 0), 0);
+  }
+
+  private async emptyDestination(dir: string): Promise<void> {
+    await rm(dir, { recursive: true, force: true });
+    this.inSync.delete(dir);
+  }
+
+  /** Stops the destination agent, empties its tree and staging dir, and starts it again. */
+  private async freshDestinationAgent(): Promise<void> {
+    await this.destAgent?.stop();
+    await this.emptyDestination(this.lmDest.root);
+    await rm(this.lmDest.stagingDir, { recursive: true, force: true });
+    const layout = datasetLayout(this.lmDest.root);
+    for (const d of [...layout.dataDirs, layout.commitlogDir, layout.hintsDir, layout.savedCachesDir, this.lmDest.stagingDir]) await mkdir(d, { recursive: true });
+    await this.destAgent!.start(this.destYaml);
+  }
+
+  private async startAgents(proxied: boolean): Promise<void> {
+    await this.stopAgents();
+    const o = this.o;
+    const sourceInstanceHost = proxied ? PROXIED_SOURCE_HOST : SOURCE_HOST;
+    const map = { [sourceInstanceHost]: DEST_HOST };
+    const suffix = proxied ? "-proxied" : "";
+    this.sourceAgent = new AgentProcess("source", o.agentMain, path.join(o.workDir, `source${suffix}.yaml`), path.join(o.workDir, "source-agent.log"), SOURCE_HOST, this.ports, o.agentLogLevel);
+    this.destAgent = new AgentProcess("destination", o.agentMain, path.join(o.workDir, `destination${suffix}.yaml`), path.join(o.workDir, "destination-agent.log"), DEST_HOST, this.ports, o.agentLogLevel);
+    await mkdir(this.source.stagingDir, { recursive: true });
+    await this.sourceAgent.start(agentConfigYaml(this.source, sourceInstanceHost, SOURCE_HOST, this.ports, map));
+    this.destYaml = agentConfigYaml(this.lmDest, DEST_HOST, DEST_HOST, this.ports, map);
+    await this.freshDestinationAgent();
+  }
+
+  private async stopAgents(): Promise<void> {
+    await Promise.all([this.sourceAgent?.stop(), this.destAgent?.stop()]);
+  }
+
+  private get api(): DestinationApi {
+    return new DestinationApi(`http://${DEST_HOST}:${this.ports.gateway}`);
+  }
+
+  // -------------------------------------------------------------- phases
+
+  private async lmFull(run: number, id: string, label: string): Promise<void> {
+    const s = this.scenario(id, label, "lm-sidecar", this.migratedBytes);
+    try {
+      await this.freshDestinationAgent();
+    } catch (err) {
+      s.runs.push({ run, seconds: Number.NaN, ok: false, error: (err as Error).message });
+      return;
+    }
+    if (await this.recordLm(s, run, () => this.api.dataCopy(this.taskTimeoutMs), { sync: true, check: () => metadataDiff(this.expected, this.lmDest.root) })) {
+      this.inSync.add(this.lmDest.root);
+    }
+  }
+
+  private async lmPass(run: number, id: string, label: string): Promise<void> {
+    const s = this.scenario(id, label, "lm-sidecar", this.migratedBytes);
+    const ok = await this.recordLm(s, run, () => this.api.dataCopy(this.taskTimeoutMs), { sync: true, check: () => metadataDiff(this.expected, this.lmDest.root) });
+    if (ok) this.inSync.add(this.lmDest.root);
+    else this.inSync.delete(this.lmDest.root);
+  }
+
+  private async rsyncFull(run: number, id: string, label: string, host: string): Promise<void> {
+    const s = this.scenario(id, label, "rsync", this.migratedBytes);
+    await this.emptyDestination(this.rsyncDest);
+    await mkdir(this.rsyncDest, { recursive: true });
+    if (await this.recordTool(s, run, () => rsyncPull(this.daemon!, this.rsyncDest, { host }), () => metadataDiff(this.expected, this.rsyncDest))) {
+      this.inSync.add(this.rsyncDest);
+    }
+  }
+
+  private async rsyncPass(run: number, id: string, label: string, checksum = false): Promise<void> {
+    const s = this.scenario(id, label, "rsync", this.migratedBytes);
+    const ok = await this.recordTool(s, run, () => rsyncPull(this.daemon!, this.rsyncDest, { checksum }), () => metadataDiff(this.expected, this.rsyncDest));
+    if (ok) this.inSync.add(this.rsyncDest);
+    else this.inSync.delete(this.rsyncDest);
+  }
+
+  private async cpFull(run: number): Promise<void> {
+    const s = this.scenario("cp.full", "full copy: cp -a + sync (snapshots included)", "cp", this.migratedBytes);
+    await this.emptyDestination(this.cpDest);
+    const all = await snapshotTree(this.source.root);
+    await this.recordTool(s, run, () => cpCopy(this.source.root, this.cpDest), () => metadataDiff(all, this.cpDest));
+    // cp's copy is not refreshed by later passes; free the space at once.
+    await this.emptyDestination(this.cpDest);
+  }
+
+  /** Both trees' migrated files: the source and a destination that mirrors it (made with an untimed cp if none does). */
+  private async bothTrees(): Promise<{ abs: string; size: number }[]> {
+    let dest = [this.rsyncDest, this.lmDest.root].find((d) => this.inSync.has(d));
+    if (!dest) {
+      dest = path.join(this.o.workDir, "digest-copy");
+      if (!existsSync(dest)) {
+        log("making an untimed copy for the digest tools");
+        const r = spawnSync("cp", ["-a", this.source.root, dest]);
+        if (r.status !== 0) throw new Error(`cp -a for the digest copy failed: ${r.stderr?.toString() ?? ""}`);
+      }
+    }
+    const files = this.expected.filter((e) => e.type === "file");
+    return [...files.map((f) => ({ abs: path.join(this.source.root, f.rel), size: f.size })), ...files.map((f) => ({ abs: path.join(dest, f.rel), size: f.size }))];
+  }
+
+  private async verificationPhase(run: number): Promise<void> {
+    const steps: (() => Promise<void>)[] = [];
+    if (this.has("lm")) {
+      for (const [alg, id] of [["MD5", "lm.verify.md5"], ["XXHash32", "lm.verify.xxhash32"]] as const) {
+        steps.push(async () => {
+          const s = this.scenario(id, `verification ${alg}`, "lm-sidecar", 2 * this.migratedBytes);
+          if (!this.inSync.has(this.lmDest.root)) {
+            s.runs.push({ run, seconds: Number.NaN, ok: false, error: "skipped: the lm-sidecar destination is not in sync" });
+            return;
+          }
+          await this.recordLm(s, run, () => this.api.verify(alg, this.taskTimeoutMs));
+        });
+      }
+    }
+    if (this.has("rsync")) {
+      steps.push(() => this.rsyncPass(run, "rsync.checksum", "no-op pass with --checksum", true));
+    }
+    if (this.has("digest")) {
+      for (const [tool, id, label] of [["md5sum", "md5sum.both", "md5sum over both trees (2 processes)"], ["xxhsum", "xxhsum.both", "xxhsum -H0 over both trees (2 processes)"]] as const) {
+        steps.push(async () => {
+          const s = this.scenario(id, label, tool, 2 * this.migratedBytes);
+          const files = await this.bothTrees();
+          await this.recordTool(s, run, () => digestFiles(tool, files, this.o.workDir));
+        });
+      }
+    }
+    if (run % 2 === 0) steps.reverse();
+    for (const step of steps) await step();
+  }
+
+  /** Runs everything; returns the scenario results in a stable order. */
+  async run(): Promise<ScenarioResult[]> {
+    const o = this.o;
+    await mkdir(o.workDir, { recursive: true });
+    await this.prepareDataset();
+    const addresses = [SOURCE_HOST, DEST_HOST, PROXIED_SOURCE_HOST];
+    const gateway = await freePort(addresses, []);
+    const peer = await freePort(addresses, [gateway]);
+    const rsync = await freePort(addresses, [gateway, peer]);
+    this.ports = { gateway, peer, rsync };
+    log(`ports: gateway ${gateway}, peer ${peer}, rsync daemon ${rsync}`);
+
+    const lm = this.has("lm");
+    const rs = this.has("rsync");
+    if (rs) {
+      this.daemon = await startRsyncDaemon({ root: this.source.root, port: rsync, address: SOURCE_HOST, workDir: o.workDir });
+    }
+    if (lm) await this.startAgents(false);
+
+    for (let run = 1; run <= o.runs; run++) {
+      log(`--- repetition ${run}/${o.runs}`);
+      // A: full copies and no-op passes, tools alternating.
+      const order: Group[] = (["lm", "rsync", "cp"] as Group[]).filter((g) => this.has(g));
+      if (run % 2 === 0) order.reverse();
+      for (const g of order) {
+        if (g === "lm") {
+          await this.lmFull(run, "lm.full", "full copy + sync");
+          await this.lmPass(run, "lm.noop", "no-op pass");
+        } else if (g === "rsync") {
+          await this.rsyncFull(run, "rsync.full", "full copy + sync", SOURCE_HOST);
+          await this.rsyncPass(run, "rsync.noop", "no-op pass");
+        } else if (g === "cp") {
+          await this.cpFull(run);
+        }
+      }
+      // B: 5 % of the files change at the source, then each tool's pass.
+      if (lm || rs) {
+        await this.markDirty();
+        const changed = await mutateFraction(this.source.root, run);
+        await this.refreshExpected();
+        log(`mutated ${changed.files.length} files, ${(changed.bytes / 2 ** 20).toFixed(1)} MiB`);
+        for (const g of order) {
+          if (g === "lm") await this.lmPass(run, "lm.5pct", "pass after 5 % of files changed");
+          if (g === "rsync") await this.rsyncPass(run, "rsync.5pct", "pass after 5 % of files changed");
+        }
+      }
+      // C: verification and the digest tools.
+      await this.verificationPhase(run);
+    }
+
+    if (this.has("proxy") && (lm || rs)) {
+      log(`--- delay proxy: ${o.rttMs} ms RTT on ${PROXIED_SOURCE_HOST}`);
+      const oneWayDelayMs = o.rttMs / 2;
+      for (const port of lm ? [this.ports.gateway, this.ports.peer] : []) {
+        this.proxies.push(await startDelayProxy({ listenHost: PROXIED_SOURCE_HOST, listenPort: port, targetHost: SOURCE_HOST, targetPort: port, oneWayDelayMs }));
+      }
+      if (rs) this.proxies.push(await startDelayProxy({ listenHost: PROXIED_SOURCE_HOST, listenPort: this.ports.rsync, targetHost: SOURCE_HOST, targetPort: this.ports.rsync, oneWayDelayMs }));
+      if (lm) await this.startAgents(true);
+      for (let run = 1; run <= o.runs; run++) {
+        const order: Group[] = (["lm", "rsync"] as Group[]).filter((g) => this.has(g));
+        if (run % 2 === 0) order.reverse();
+        for (const g of order) {
+          if (g === "lm") await this.lmFull(run, "lm.full.proxy", `full copy + sync behind ${o.rttMs} ms RTT`);
+          else await this.rsyncFull(run, "rsync.full.proxy", `full copy + sync behind ${o.rttMs} ms RTT`, PROXIED_SOURCE_HOST);
+        }
+      }
+    }
+    return [...this.scenarios.values()];
+  }
+
+  /** Stops agents, daemon and proxies; removes the destinations unless --keep. Safe to call twice. */
+  async cleanup(): Promise<void> {
+    await this.stopAgents().catch(() => undefined);
+    await this.daemon?.stop().catch(() => undefined);
+    this.daemon = undefined;
+    await Promise.all(this.proxies.splice(0).map((p) => p.close()));
+    if (!this.o.keep) {
+      for (const d of [this.lmDest.root, this.lmDest.stagingDir, this.rsyncDest, this.cpDest, path.join(this.o.workDir, "digest-copy")]) {
+        await rm(d, { recursive: true, force: true });
+      }
+    }
+  }
+
+  get dataset(): Record<string, unknown> {
+    return this.datasetInfo;
+  }
+}
+
+// ---------------------------------------------------------------- main
+
+/** Tools each group needs. */
+const GROUP_TOOLS: Record<Group, string[]> = {
+  lm: ["sync"],
+  rsync: ["rsync", "sync", "bash"],
+  cp: ["cp", "sync", "bash"],
+  digest: ["md5sum", "xxhsum", "xargs", "bash"],
+  proxy: [],
+};
+
+async function main(argv: string[]): Promise<number> {
+  let o: BenchOptions | undefined;
+  try {
+    o = parseOptions(argv);
+  } catch (err) {
+    process.stderr.write(`bench: ${(err as Error).message}\n\n${USAGE}\n`);
+    return 2;
+  }
+  if (!o) return 0;
+  if (process.platform !== "linux") {
+    process.stderr.write("bench: needs Linux (/proc for CPU and memory, 127.0.0.2/127.0.0.3 on loopback)\n");
+    return 2;
+  }
+  if (o.groups.has("lm") && !existsSync(o.agentMain)) {
+    process.stderr.write(`bench: the agent is not built: ${o.agentMain} is missing.\nRun \`npm run build\` first (or pass --only rsync,cp,digest,proxy to benchmark the peers alone).\n`);
+    return 2;
+  }
+  const tools = checkTools([...new Set([...o.groups].flatMap((g) => GROUP_TOOLS[g]))]);
+  if (tools.missing.length > 0) {
+    process.stderr.write(`bench: ${tools.hint}\n(the benchmark never installs packages itself)\n`);
+    return 2;
+  }
+
+  const bench = new Bench(o);
+  const onSignal = () => {
+    log("interrupted; cleaning up");
+    void bench.cleanup().finally(() => process.exit(130));
+  };
+  process.once("SIGINT", onSignal);
+  process.once("SIGTERM", onSignal);
+  const started = performance.now();
+  let scenarios: ScenarioResult[];
+  try {
+    scenarios = await bench.run();
+  } catch (err) {
+    process.stderr.write(`bench: ${(err as Error).stack ?? String(err)}\n`);
+    await bench.cleanup();
+    return 1;
+  }
+  await bench.cleanup();
+
+  const toolVersions: Record<string, string> = {};
+  for (const t of ["rsync", "xxhsum", "md5sum", "cp"]) if (checkTools([t]).missing.length === 0) toolVersions[t] = toolVersion(t);
+  const report = buildReport({
+    profile: o.profile,
+    options: { profile: o.profile, sizeBytes: o.sizeBytes, rttMs: o.rttMs, runs: o.runs, groups: [...o.groups], workDir: o.workDir, totalSeconds: +((performance.now() - started) / 1000).toFixed(1) },
+    machine: describeMachine(o.workDir, toolVersions),
+    dataset: bench.dataset,
+    scenarios,
+  });
+  const files = await writeReport(o.outDir, report);
+  process.stdout.write(renderMarkdown(report));
+  log(`wrote ${files.markdown} and ${files.json} in ${((performance.now() - started) / 1000).toFixed(1)} s; the source dataset stays in ${path.join(o.workDir, "source")} for the next run`);
+  if (report.failures.length > 0) {
+    log(`${report.failures.length} run(s) failed`);
+    return 1;
+  }
+  return 0;
+}
+
+process.exitCode = await main(process.argv.slice(2));

@@ -1,0 +1,227 @@
+import { mkdir, readdir, stat, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { listRoots } from "../../../src/fs/list.js";
+import { setMtimeMs } from "../../../src/fs/mtime.js";
+import { tempPathFor } from "../../../src/fs/temp-name.js";
+import { fileUrlOf } from "../../../src/instance/directories.js";
+import {
+  applyCleaning,
+  applyThreshold,
+  findMissing,
+  mapSourceEntries,
+  planCleaning,
+  type SourceTarget,
+  type TempFileInfo,
+} from "../../../src/migration/data-copy/plan.js";
+import type { FileEntry } from "../../../src/migration/types.js";
+import { instanceConfig, makeInstance, tempDir, writeTree } from "./fakes.js";
+
+const cleanups: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0)) await c();
+});
+
+async function setup() {
+  const base = await tempDir();
+  cleanups.push(async () => (await import("node:fs/promises")).rm(base, { recursive: true, force: true }));
+  const instance = makeInstance(instanceConfig(base));
+  const data0 = instance.roots.find((r) => r.dirType === "data" && r.dirIndex === 0)!;
+  const file = (rel: string, size: number, mtime: number): FileEntry => ({
+    fileUrl: fileUrlOf(data0, rel),
+    size,
+    fileType: "FILE",
+    lastModifiedTime: mtime,
+  });
+  const dir = (rel: string): FileEntry => ({ fileUrl: fileUrlOf(data0, rel), size: -1, fileType: "DIRECTORY", lastModifiedTime: 1 });
+  return { base, instance, data0: path.join(base, "data0"), file, dir };
+}
+
+describe("threshold rule (§3.6)", () => {
+  const t = (name: string, size: number): SourceTarget => ({
+    entry: { fileUrl: `/api/v1/live-migration/files/data/0/ks/t/${name}`, size, fileType: "FILE", lastModifiedTime: 1 },
+    absPath: `/x/${name}`,
+  });
+  const d = (name: string): SourceTarget => ({
+    entry: { fileUrl: `/api/v1/live-migration/files/data/0/${name}`, size: -1, fileType: "DIRECTORY", lastModifiedTime: 1 },
+    absPath: `/x/${name}`,
+  });
+
+  it("two 64-byte files, one present: downloads at 1.0, succeeds at 0.49", () => {
+    const missing = [t("b", 64)];
+    const at1 = applyThreshold(missing, 128, 1.0);
+    expect(at1).toMatchObject({ decision: "download", present: 0.5, missingBytes: 64 });
+    expect(at1.shortlist).toHaveLength(1);
+    const at049 = applyThreshold(missing, 128, 0.49);
+    expect(at049).toMatchObject({ decision: "threshold-met", present: 0.5 });
+    expect(at049.shortlist).toHaveLength(0);
+  });
+
+  it("downloads on equality (present <= threshold)", () => {
+    expect(applyThreshold([t("b", 64)], 128, 0.5).decision).toBe("download");
+  });
+
+  it("threshold 0.0 succeeds as soon as any byte is present", () => {
+    expect(applyThreshold([t("b", 64)], 128, 0).decision).toBe("threshold-met");
+    expect(applyThreshold([t("a", 64), t("b", 64)], 128, 0).decision).toBe("download");
+  });
+
+  it("proceeds without a threshold check when no bytes are missing (dirs and empty files)", () => {
+    const plan = applyThreshold([d("ks"), t("empty", 0)], 128, 0);
+    expect(plan.decision).toBe("no-bytes-missing");
+    expect(plan.shortlist).toHaveLength(2);
+    expect(applyThreshold([], 0, 1).shortlist).toEqual([]);
+  });
+});
+
+describe("mapSourceEntries", () => {
+  it("maps data dir i to data dir i and fails on an unknown prefix", async () => {
+    const { instance, file } = await setup();
+    const map = mapSourceEntries(instance.roots, [file("ks/t/a-Data.db", 1, 1)]);
+    expect([...map.keys()]).toEqual([path.join(instance.config.dataDirs[0]!, "ks/t/a-Data.db")]);
+    expect(() =>
+      mapSourceEntries(instance.roots, [
+        { fileUrl: "/api/v1/live-migration/files/data/7/ks/t/x", size: 1, fileType: "FILE", lastModifiedTime: 1 },
+      ]),
+    ).toThrow(/Cannot map source file .*data\/7.* is unknown/);
+  });
+});
+
+describe("cleaning decisions", () => {
+  async function plan(instance: ReturnType<typeof makeInstance>, source: FileEntry[], records: Record<string, TempFileInfo["record"]> = {}) {
+    const sources = mapSourceEntries(instance.roots, source);
+    const local = await listRoots(instance.roots, instance.exclusions);
+    const temps: TempFileInfo[] = await Promise.all(
+      local.tempFiles.map(async (p) => ({ path: p, size: (await stat(p)).size, record: records[p] })),
+    );
+    return { sources, local, result: planCleaning(sources, local.entries, temps) };
+  }
+
+  it("deletes absent, resized and re-timed files, keeps matching ones", async () => {
+    const { instance, data0, file, dir } = await setup();
+    await writeTree(data0, { "ks/t/keep": "1234", "ks/t/gone": "x", "ks/t/resized": "abc", "ks/t/retimed": "abc" });
+    const mt = async (rel: string) => Math.floor((await stat(path.join(data0, rel))).mtimeMs);
+    const source = [
+      dir("ks"),
+      dir("ks/t"),
+      file("ks/t/keep", 4, await mt("ks/t/keep")),
+      file("ks/t/resized", 4, await mt("ks/t/resized")),
+      file("ks/t/retimed", 3, (await mt("ks/t/retimed")) + 1),
+    ];
+    const { result } = await plan(instance, source);
+    const byPath = Object.fromEntries(result.deletions.map((d) => [path.relative(data0, d.absPath), d.reason]));
+    expect(byPath).toEqual({
+      "ks/t/gone": "absent at source",
+      "ks/t/resized": "size differs: 3 here, 4 at source",
+      "ks/t/retimed": expect.stringMatching(/^mtime differs/),
+    });
+    expect(result.keptPaths.has(path.join(data0, "ks/t/keep"))).toBe(true);
+    expect(result.keptPaths.has(path.join(data0, "ks"))).toBe(true);
+  });
+
+  it("deletes directories absent at the source with their subtree, once", async () => {
+    const { instance, data0, dir } = await setup();
+    await writeTree(data0, { "dropped/t/a": "x", "dropped/t/b": "y", "kept/": null });
+    const { result } = await plan(instance, [dir("kept")]);
+    expect(result.deletions.map((d) => [path.relative(data0, d.absPath), d.kind])).toEqual([["dropped", "DIRECTORY"]]);
+    await applyCleaning(instance.roots, result.deletions);
+    expect(await readdir(data0)).toEqual(["kept"]);
+  });
+
+  it("repairs a type swap in both directions", async () => {
+    const { instance, data0, file, dir } = await setup();
+    await writeTree(data0, { "ks/was-dir/inner": "x", "ks/was-file": "y" });
+    const { result } = await plan(instance, [dir("ks"), file("ks/was-dir", 1, 5), dir("ks/was-file")]);
+    expect(result.deletions.map((d) => [path.relative(data0, d.absPath), d.kind, d.reason])).toEqual([
+      ["ks/was-dir", "DIRECTORY", "type differs: directory here, file at source"],
+      ["ks/was-file", "FILE", "type differs: file here, directory at source"],
+    ]);
+    await applyCleaning(instance.roots, result.deletions);
+    expect(await readdir(path.join(data0, "ks"))).toEqual([]);
+  });
+
+  it("leaves locally excluded paths alone and never deletes a root", async () => {
+    const { instance, data0, base } = await setup();
+    await writeTree(data0, { "ks/t/snapshots/snap1/a": "x" });
+    await writeTree(path.join(base, "commitlog"), { "CommitLog-1.log": "c" });
+    const { result } = await plan(instance, []);
+    const deleted = result.deletions.map((d) => path.relative(base, d.absPath)).sort();
+    // ks (absent at source) goes with its subtree, the roots stay.
+    expect(deleted).toEqual(["commitlog/CommitLog-1.log", "data0/ks"]);
+    await expect(applyCleaning(instance.roots, [{ absPath: data0, kind: "DIRECTORY", reason: "test" }])).rejects.toThrow(
+      /Refusing to delete/,
+    );
+    await expect(applyCleaning(instance.roots, [{ absPath: "/etc", kind: "DIRECTORY", reason: "test" }])).rejects.toThrow(
+      /Refusing to delete/,
+    );
+  });
+
+  it("keeps an excluded snapshot dir that exists while its table dir is kept", async () => {
+    const { instance, data0, dir } = await setup();
+    await writeTree(data0, { "ks/t/snapshots/snap1/a": "x" });
+    const { result } = await plan(instance, [dir("ks"), dir("ks/t")]);
+    expect(result.deletions).toEqual([]);
+  });
+
+  it("keeps resumable temp files and removes stale ones", async () => {
+    const { instance, data0, file, dir } = await setup();
+    await mkdir(path.join(data0, "ks/t"), { recursive: true });
+    const target = (n: string) => path.join(data0, "ks/t", n);
+    const temp = async (n: string, content: string) => {
+      await writeFile(tempPathFor(target(n)), content);
+      return tempPathFor(target(n));
+    };
+    await writeTree(data0, { "ks/t/complete": "done!" });
+    const completeMtime = Math.floor((await stat(target("complete"))).mtimeMs);
+    const resumable = await temp("resumable", "abc");
+    const noRecord = await temp("no-record", "abc");
+    const changed = await temp("changed", "abc");
+    const tooLong = await temp("too-long", "abcdef");
+    const orphan = await temp("orphan", "abc");
+    const complete = await temp("complete", "do");
+    const record = (n: string, size: number, mtime: number) => ({ target: target(n), fileUrl: "u", size, lastModifiedTime: mtime });
+    const { result } = await plan(
+      instance,
+      [
+        dir("ks"),
+        dir("ks/t"),
+        file("ks/t/resumable", 10, 100),
+        file("ks/t/no-record", 10, 100),
+        file("ks/t/changed", 10, 101),
+        file("ks/t/too-long", 4, 100),
+        file("ks/t/complete", 5, completeMtime),
+      ],
+      {
+        [resumable]: record("resumable", 10, 100),
+        [changed]: record("changed", 10, 100),
+        [tooLong]: record("too-long", 4, 100),
+        [complete]: record("complete", 5, completeMtime),
+        [orphan]: record("orphan", 3, 100),
+      },
+    );
+    const reasons = Object.fromEntries(result.deletions.map((d) => [path.basename(d.absPath), d.reason]));
+    expect(reasons).toEqual({
+      [path.basename(noRecord)]: "stale temp file: no resume record",
+      [path.basename(changed)]: "stale temp file: source file changed",
+      [path.basename(tooLong)]: "stale temp file: longer than the source file",
+      [path.basename(orphan)]: "stale temp file: target absent at source",
+      [path.basename(complete)]: "stale temp file: target already complete",
+    });
+    expect([...result.resumableTargets]).toEqual([target("resumable")]);
+    expect(result.deletions.every((d) => d.kind === "TEMP")).toBe(true);
+  });
+});
+
+describe("findMissing", () => {
+  it("shortlists source entries whose local path does not exist, and respects existing excluded paths", async () => {
+    const { instance, data0, file, dir } = await setup();
+    await writeTree(data0, { "ks/t/have": "x", "ks/t/snapshots/s/a": "y" });
+    await setMtimeMs(path.join(data0, "ks/t/have"), 5);
+    const source = [dir("ks"), dir("ks/t"), file("ks/t/have", 1, 5), file("ks/t/need", 3, 5), dir("ks/t/snapshots"), dir("ks/t/new")];
+    const sources = mapSourceEntries(instance.roots, source);
+    const local = await listRoots(instance.roots, instance.exclusions);
+    const { keptPaths } = planCleaning(sources, local.entries, []);
+    const missing = await findMissing([...sources.values()], keptPaths);
+    expect(missing.map((m) => path.relative(data0, m.absPath))).toEqual(["ks/t/need", "ks/t/new"]);
+  });
+});
