@@ -77,7 +77,8 @@ export async function hashFileRange(
     throw AgentError.from(err);
   }
   try {
-    const buffer = Buffer.allocUnsafe(READ_BYTES);
+    // Sized to the range when it is known: most SSTable components are far smaller than 1 MiB.
+    const buffer = Buffer.allocUnsafe(end === undefined ? READ_BYTES : Math.max(1, Math.min(READ_BYTES, end - start)));
     let position = start;
     for (;;) {
       throwIfAborted(signal);

@@ -1,5 +1,5 @@
 /** Millisecond-exact file times. */
-import { stat, utimes } from "node:fs/promises";
+import { stat, utimes, type FileHandle } from "node:fs/promises";
 
 /**
  * Sets a path's mtime (and atime) so that it reads back as exactly `mtimeMs` milliseconds.
@@ -8,8 +8,18 @@ import { stat, utimes } from "node:fs/promises";
  * makes the truncation harmless.
  */
 export async function setMtimeMs(path: string, mtimeMs: number): Promise<void> {
-  const seconds = (mtimeMs + 0.5) / 1000;
+  const seconds = exactSeconds(mtimeMs);
   await utimes(path, seconds, seconds);
+}
+
+/** setMtimeMs on an open file (futimes: no path lookup). */
+export async function setHandleMtimeMs(handle: FileHandle, mtimeMs: number): Promise<void> {
+  const seconds = exactSeconds(mtimeMs);
+  await handle.utimes(seconds, seconds);
+}
+
+function exactSeconds(mtimeMs: number): number {
+  return (mtimeMs + 0.5) / 1000;
 }
 
 /** mtime in whole epoch milliseconds, truncated like Java's FileTime.toMillis(). */

@@ -78,6 +78,18 @@ export interface ReadableFile extends ResolvedFileUrl {
   readonly lastModifiedTime: number;
 }
 
+/** Roots' real paths, resolved once per root (a root is not re-pointed while the agent runs). */
+const realRoots = new WeakMap<MigrationRoot, string>();
+
+async function realRootPath(root: MigrationRoot): Promise<string> {
+  let real = realRoots.get(root);
+  if (real === undefined) {
+    real = await realpath(root.path);
+    realRoots.set(root, real);
+  }
+  return real;
+}
+
 /**
  * Checks that a resolved URL names a regular, non-excluded file whose real path stays inside
  * the root's real path.
@@ -89,7 +101,7 @@ export async function resolveReadableFile(resolved: ResolvedFileUrl, exclusions:
   let realBase: string;
   try {
     realPath = await realpath(resolved.absPath);
-    realBase = await realpath(resolved.root.path);
+    realBase = await realRootPath(resolved.root);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === "ENOENT" || code === "ENOTDIR") throw new AgentError("NotFound", "File not found", { cause: err });

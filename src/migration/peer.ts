@@ -25,6 +25,12 @@ export interface ReadFileTrailer {
 
 export type ReadFileMessage = { readonly data: Uint8Array } | { readonly trailer: ReadFileTrailer };
 
+/**
+ * One message of a ReadFiles stream, about file `index` of the request: its data and trailer as
+ * in ReadFile, or the error that ended that file alone.
+ */
+export type BatchReadMessage = { readonly index: number } & (ReadFileMessage | { readonly error: import("../errors.js").AgentError });
+
 export interface DigestResult {
   readonly fileUrl: string;
   /** Encoded digest; undefined when `error` is set. */
@@ -39,6 +45,11 @@ export interface SourcePeer {
   listFiles(signal?: AbortSignal): Promise<FileEntry[]>;
   /** Streams a file from an offset; data messages then exactly one trailer. */
   readFile(request: ReadFileRequest, signal?: AbortSignal): AsyncIterable<ReadFileMessage>;
+  /**
+   * Streams many whole files over one call, in request order: for each file its data messages
+   * then a trailer, or one error message. The stream itself fails only for the whole batch.
+   */
+  readFiles(requests: readonly ReadFileRequest[], signal?: AbortSignal): AsyncIterable<BatchReadMessage>;
   /** Digests many files over one stream, results in completion order, one per requested URL. */
   digestFiles(
     algorithm: DigestAlgorithmName,

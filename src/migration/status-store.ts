@@ -15,8 +15,13 @@ export const STATUS_FILE_NAME = "live_migration_status.json";
 
 const NOT_COMPLETED: MigrationStatus = { state: "NOT_COMPLETED", endTime: null };
 
+/** How long the hot-path check (isCompleted) may trust the last record it read, in ms. */
+const COMPLETED_CHECK_MAX_AGE_MS = 1_000;
+
 export class StatusStore {
   private queue: Promise<unknown> = Promise.resolve();
+  /** The last record read or written by this store, for isCompleted. */
+  private cached: { readonly status: MigrationStatus; readonly atMs: number } | undefined;
   readonly file: string;
 
   constructor(stagingDir: string) {
@@ -28,8 +33,14 @@ export class StatusStore {
     return this.serialize(() => this.read());
   }
 
-  /** True when the record says COMPLETED (the allowIfMigrationNotComplete guard). */
+  /**
+   * True when the record says COMPLETED (the allowIfMigrationNotComplete guard). Every file read
+   * and digest asks, so the answer may be up to 1 s old when someone edits the file by hand;
+   * changes made through this store are seen at once.
+   */
   async isCompleted(): Promise<boolean> {
+    const cached = this.cached;
+    if (cached && Date.now() - cached.atMs < COMPLETED_CHECK_MAX_AGE_MS) return cached.status.state === "COMPLETED";
     return (await this.get()).state === "COMPLETED";
   }
 
@@ -46,6 +57,7 @@ export class StatusStore {
       const record: MigrationStatus = { state: "COMPLETED", endTime: now() };
       try {
         await writeFileAtomic(this.file, JSON.stringify(record) + "\n");
+        this.remember(record);
       } catch (err) {
         throw new AgentError("Unavailable", "Could not update Live Migration as complete.", { cause: err });
       }
@@ -73,6 +85,7 @@ export class StatusStore {
       }
       try {
         await rm(this.file);
+        this.remember(NOT_COMPLETED);
         await fsyncDir(path.dirname(this.file));
       } catch (err) {
         throw new AgentError("Unavailable", "Could not clear Live Migration status.", { cause: err });
@@ -85,10 +98,21 @@ export class StatusStore {
     try {
       raw = await readFile(this.file, "utf8");
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === "ENOENT") return NOT_COMPLETED;
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return this.remember(NOT_COMPLETED);
+      this.cached = undefined;
       throw new AgentError("Unavailable", "Could not read Live Migration status.", { cause: err });
     }
-    return parseRecord(raw, this.file);
+    try {
+      return this.remember(parseRecord(raw, this.file));
+    } catch (err) {
+      this.cached = undefined;
+      throw err;
+    }
+  }
+
+  private remember(status: MigrationStatus): MigrationStatus {
+    this.cached = { status, atMs: Date.now() };
+    return status;
   }
 
   private serialize<T>(op: () => Promise<T>): Promise<T> {

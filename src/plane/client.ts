@@ -1,16 +1,21 @@
 /**
  * The destination's handle on its source: migration/peer.ts's SourcePeer over the gRPC plane
- * (@grpc/grpc-js). Bulk data flows server → client (ReadFile is server-streaming), so this
+ * (@grpc/grpc-js). Bulk data flows server → client (ReadFile and ReadFiles are server-streaming), so this
  * client's 16 MiB flow-control window governs throughput (stack-notes §3.3). The source picks
  * the instance by :authority, which is the source host unless `authority` says otherwise.
  */
 import { create } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { GetMigrationStatusRequestSchema, LiveMigrationService } from "../../gen/livemigration/v1/live_migration_pb.js";
-import { DigestFilesRequestSchema, PeerService, PeerServiceListFilesRequestSchema } from "../../gen/livemigration/v1/peer_pb.js";
+import {
+  DigestFilesRequestSchema,
+  PeerService,
+  PeerServiceListFilesRequestSchema,
+  ReadFilesRequestSchema,
+} from "../../gen/livemigration/v1/peer_pb.js";
 import { AgentError } from "../errors.js";
 import { silentLogger, type Logger } from "../log.js";
-import type { DigestResult, ReadFileMessage, ReadFileRequest, SourcePeer } from "../migration/peer.js";
+import type { BatchReadMessage, DigestResult, ReadFileMessage, ReadFileRequest, SourcePeer } from "../migration/peer.js";
 import type { DigestAlgorithmName, FileEntry, MigrationStatus } from "../migration/types.js";
 import { methodDefinition, PLANE_MAX_MESSAGE_BYTES } from "./definition.js";
 import {
@@ -19,6 +24,7 @@ import {
   fromInstanceFile,
   fromMigrationStatus,
   fromReadFileResponse,
+  fromReadFilesResponse,
   toDigestAlgorithm,
   toReadFileRequest,
 } from "./wire.js";
@@ -43,6 +49,7 @@ export interface SourcePeerOptions {
 const METHODS = {
   listFiles: methodDefinition(PeerService.method.listFiles),
   readFile: methodDefinition(PeerService.method.readFile),
+  readFiles: methodDefinition(PeerService.method.readFiles),
   digestFiles: methodDefinition(PeerService.method.digestFiles),
   getMigrationStatus: methodDefinition(LiveMigrationService.method.getMigrationStatus),
 };
@@ -165,6 +172,18 @@ export function connectSourcePeer(options: SourcePeerOptions): SourcePeer {
         yield converted;
       }
       if (!trailerSeen) throw new AgentError("DataLoss", `ReadFile of ${request.fileUrl} ended without a trailer`);
+    },
+
+    async *readFiles(requests: readonly ReadFileRequest[], signal?: AbortSignal): AsyncGenerator<BatchReadMessage> {
+      const client = clients[nextClient++ % clients.length]!;
+      const request = create(ReadFilesRequestSchema, { files: requests.map(toReadFileRequest) });
+      for await (const message of serverStream(client, METHODS.readFiles, request, signal)) {
+        const converted = fromReadFilesResponse(message);
+        if (converted.index < 0 || converted.index >= requests.length) {
+          throw new AgentError("DataLoss", `ReadFiles sent a message for file ${converted.index} of ${requests.length}`);
+        }
+        yield converted;
+      }
     },
 
     async *digestFiles(

@@ -13,6 +13,7 @@ import type {
   PeerService,
   PeerServiceListFilesResponseSchema,
   ReadFileResponse,
+  ReadFilesResponse,
 } from "../../gen/livemigration/v1/peer_pb.js";
 import { createHasher, hashFileRange, type Hasher } from "../digest/digest.js";
 import { AgentError, throwIfAborted } from "../errors.js";
@@ -31,10 +32,17 @@ import {
   toInstanceFile,
   toReadFileData,
   toReadFileTrailer,
+  toReadFilesResponse,
 } from "./wire.js";
 
 /** Bytes per ReadFile data message (1 MiB), well under the 64 MiB message limit. */
 export const READ_CHUNK_BYTES = 1 << 20;
+/** Files per ReadFiles request at most. */
+export const READ_FILES_MAX_FILES = 4096;
+/** A ReadFiles stream reads at most this many files ahead of the one it sends… */
+const READ_AHEAD_FILES = 16;
+/** …and at most this many of their bytes (each file counts its size, up to one chunk). */
+const READ_AHEAD_BYTES = 4 << 20;
 /** Listing entries per ListFiles message. */
 export const LIST_BATCH_ENTRIES = 1000;
 /** How long one DigestFiles file waits for a limiter permit before it is reported Unavailable (ms). */
@@ -77,6 +85,20 @@ export function createPeerService(options: PeerServiceOptions): ServiceImpl<type
       const release = limiter.acquire();
       try {
         yield* readFileChunks(instance, fromReadFileRequest(request), ctx.signal);
+      } finally {
+        release();
+      }
+    },
+
+    async *readFiles(request, ctx): AsyncGenerator<ReadFilesResponse> {
+      const instance = await sourceOf(ctx);
+      await requireNotCompleted(instance);
+      if (request.files.length > READ_FILES_MAX_FILES) {
+        throw new AgentError("InvalidArgument", `at most ${READ_FILES_MAX_FILES} files per ReadFiles request, got ${request.files.length}`);
+      }
+      const release = limiter.acquire();
+      try {
+        yield* readFilesAhead(instance, request.files.map(fromReadFileRequest), ctx.signal);
       } finally {
         release();
       }
@@ -153,6 +175,82 @@ async function* readFileChunks(
     yield toReadFileTrailer({ xxh64: hasher.digest(), size, lastModifiedTime: mtime });
   } finally {
     await handle.close();
+  }
+}
+
+/** One file of a ReadFiles stream, read ahead of its turn. */
+interface ReadAhead {
+  /** The messages read so far: the whole file unless `rest` is set. */
+  readonly head: ReadFileResponse[];
+  /** The open remainder of a file bigger than one chunk, streamed when its turn comes. */
+  readonly rest?: AsyncGenerator<ReadFileResponse>;
+  /** What ended the file early (after the messages in `head`). */
+  readonly error?: AgentError;
+}
+
+/** Reads a file's messages up to its trailer, or up to one chunk of data for a bigger file. */
+async function readAhead(file: AsyncGenerator<ReadFileResponse>): Promise<ReadAhead> {
+  const head: ReadFileResponse[] = [];
+  let bytes = 0;
+  try {
+    for (;;) {
+      const next = await file.next();
+      if (next.done) return { head };
+      head.push(next.value);
+      if (next.value.payload.case === "data") {
+        bytes += next.value.payload.value.byteLength;
+        if (bytes >= READ_CHUNK_BYTES) return { head, rest: file };
+      }
+    }
+  } catch (err) {
+    return { head, error: AgentError.from(err) };
+  }
+}
+
+/**
+ * The messages of a ReadFiles stream: each file's ReadFile messages (or its error) in request
+ * order, while up to READ_AHEAD_FILES following files (READ_AHEAD_BYTES) are already being read,
+ * so small files cost no round trip of their own. Files still open ahead when the stream ends
+ * early are closed before this generator returns.
+ */
+async function* readFilesAhead(
+  instance: InstanceContext,
+  requests: readonly ReadFileRequest[],
+  signal: AbortSignal,
+): AsyncGenerator<ReadFilesResponse> {
+  const pending: { index: number; cost: number; file: Promise<ReadAhead> }[] = [];
+  let nextIndex = 0;
+  let aheadBytes = 0;
+  const fill = () => {
+    while (nextIndex < requests.length && pending.length < READ_AHEAD_FILES && (pending.length === 0 || aheadBytes < READ_AHEAD_BYTES)) {
+      const request = requests[nextIndex]!;
+      const cost = request.expectedSize < 0 ? READ_CHUNK_BYTES : Math.min(request.expectedSize, READ_CHUNK_BYTES);
+      pending.push({ index: nextIndex, cost, file: readAhead(readFileChunks(instance, request, signal)) });
+      aheadBytes += cost;
+      nextIndex++;
+    }
+  };
+  try {
+    fill();
+    while (pending.length > 0) {
+      const { index, cost, file } = pending.shift()!;
+      const { head, rest, error } = await file;
+      aheadBytes -= cost;
+      fill();
+      throwIfAborted(signal);
+      for (const message of head) yield toReadFilesResponse(index, message);
+      if (error) yield toReadFilesResponse(index, error);
+      if (rest) {
+        try {
+          for await (const message of rest) yield toReadFilesResponse(index, message);
+        } catch (err) {
+          throwIfAborted(signal);
+          yield toReadFilesResponse(index, AgentError.from(err));
+        }
+      }
+    }
+  } finally {
+    await Promise.all(pending.map(({ file }) => file.then((f) => f.rest?.return(undefined)).catch(() => undefined)));
   }
 }
 

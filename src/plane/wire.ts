@@ -18,9 +18,11 @@ import {
   ReadFileRequestSchema,
   type ReadFileResponse,
   ReadFileResponseSchema,
+  type ReadFilesResponse,
+  ReadFilesResponseSchema,
 } from "../../gen/livemigration/v1/peer_pb.js";
 import { AgentError, type ErrorCode } from "../errors.js";
-import type { DigestResult, ReadFileMessage, ReadFileRequest, ReadFileTrailer } from "../migration/peer.js";
+import type { BatchReadMessage, DigestResult, ReadFileMessage, ReadFileRequest, ReadFileTrailer } from "../migration/peer.js";
 import type { DigestAlgorithmName, FileEntry, MigrationStatus } from "../migration/types.js";
 
 // ---------------------------------------------------------------------------------------------
@@ -118,6 +120,46 @@ export function fromReadFileResponse(message: ReadFileResponse): ReadFileMessage
     }
     case undefined:
       throw new AgentError("DataLoss", "ReadFile message without data or trailer");
+  }
+}
+
+/** A ReadFile message (or a per-file failure) as part of a ReadFiles stream. */
+export function toReadFilesResponse(index: number, message: ReadFileResponse | AgentError): ReadFilesResponse {
+  if (message instanceof AgentError) {
+    return create(ReadFilesResponseSchema, {
+      index,
+      payload: { case: "error", value: { code: grpcStatusOf(message.code), message: message.message } },
+    });
+  }
+  switch (message.payload.case) {
+    case "data":
+      return create(ReadFilesResponseSchema, { index, payload: { case: "data", value: message.payload.value } });
+    case "trailer":
+      return create(ReadFilesResponseSchema, { index, payload: { case: "trailer", value: message.payload.value } });
+    case undefined:
+      throw new AgentError("Internal", "ReadFile message without data or trailer");
+  }
+}
+
+/**
+ * Wire ReadFiles message → domain message.
+ * @throws AgentError DataLoss when the message carries no payload.
+ */
+export function fromReadFilesResponse(message: ReadFilesResponse): BatchReadMessage {
+  const { index, payload } = message;
+  switch (payload.case) {
+    case "data":
+      return { index, data: payload.value };
+    case "trailer": {
+      const t = payload.value;
+      return { index, trailer: { xxh64: t.xxh64, size: Number(t.size), lastModifiedTime: Number(t.lastModifiedTime) } };
+    }
+    case "error": {
+      const code = payload.value.code === GrpcStatus.OK ? "Internal" : errorCodeOf(payload.value.code);
+      return { index, error: new AgentError(code, payload.value.message || "read failed") };
+    }
+    case undefined:
+      throw new AgentError("DataLoss", "ReadFiles message without data, trailer or error");
   }
 }
 

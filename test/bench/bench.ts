@@ -60,6 +60,7 @@ const USAGE = `usage: npm run bench -- [options]
   --only LIST                  comma-separated subset of ${GROUPS.join(",")} (default all)
   --agent FILE                 agent entry point (default dist/src/main.js; build it with npm run build)
   --agent-log-level LEVEL      LOG_LEVEL of the agents (default warn); logs go to <work>/*.log
+  --cpu-prof DIR               run the agents with node --cpu-prof, profiles written to DIR (open in Chrome DevTools)
   --keep                       keep the destination trees (the source dataset is always kept for reuse)
   -h, --help`;
 
@@ -75,6 +76,8 @@ interface BenchOptions {
   groups: Set<Group>;
   agentMain: string;
   agentLogLevel: string;
+  /** Extra node flags for the agents (--cpu-prof). */
+  agentNodeArgs: string[];
   keep: boolean;
 }
 
@@ -100,6 +103,7 @@ function parseOptions(argv: string[]): BenchOptions | undefined {
       agent: { type: "string" },
       "agent-log-level": { type: "string", default: "warn" },
       keep: { type: "boolean", default: false },
+      "cpu-prof": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -130,6 +134,7 @@ function parseOptions(argv: string[]): BenchOptions | undefined {
     groups,
     agentMain: path.resolve(values.agent ?? path.join(REPO_ROOT, "dist/src/main.js")),
     agentLogLevel: values["agent-log-level"]!,
+    agentNodeArgs: values["cpu-prof"] ? ["--cpu-prof", "--cpu-prof-dir", path.resolve(values["cpu-prof"])] : [],
     keep: values.keep!,
   };
 }
@@ -264,6 +269,7 @@ class AgentProcess {
     private readonly bindHost: string,
     private readonly ports: Ports,
     private readonly logLevel: string,
+    private readonly nodeArgs: readonly string[] = [],
   ) {}
 
   get pid(): number {
@@ -275,7 +281,7 @@ class AgentProcess {
   async start(yaml: string): Promise<void> {
     await writeFile(this.configFile, yaml);
     const fd = openSync(this.logFile, "a");
-    const child = spawn(process.execPath, [this.agentMain, "serve", "--config", this.configFile], {
+    const child = spawn(process.execPath, [...this.nodeArgs, this.agentMain, "serve", "--config", this.configFile], {
       cwd: REPO_ROOT,
       stdio: ["ignore", fd, fd],
       env: { ...process.env, LOG_LEVEL: this.logLevel },
@@ -553,8 +559,8 @@ class Bench {
     const sourceInstanceHost = proxied ? PROXIED_SOURCE_HOST : SOURCE_HOST;
     const map = { [sourceInstanceHost]: DEST_HOST };
     const suffix = proxied ? "-proxied" : "";
-    this.sourceAgent = new AgentProcess("source", o.agentMain, path.join(o.workDir, `source${suffix}.yaml`), path.join(o.workDir, "source-agent.log"), SOURCE_HOST, this.ports, o.agentLogLevel);
-    this.destAgent = new AgentProcess("destination", o.agentMain, path.join(o.workDir, `destination${suffix}.yaml`), path.join(o.workDir, "destination-agent.log"), DEST_HOST, this.ports, o.agentLogLevel);
+    this.sourceAgent = new AgentProcess("source", o.agentMain, path.join(o.workDir, `source${suffix}.yaml`), path.join(o.workDir, "source-agent.log"), SOURCE_HOST, this.ports, o.agentLogLevel, o.agentNodeArgs);
+    this.destAgent = new AgentProcess("destination", o.agentMain, path.join(o.workDir, `destination${suffix}.yaml`), path.join(o.workDir, "destination-agent.log"), DEST_HOST, this.ports, o.agentLogLevel, o.agentNodeArgs);
     await mkdir(this.source.stagingDir, { recursive: true });
     await this.sourceAgent.start(agentConfigYaml(this.source, sourceInstanceHost, SOURCE_HOST, this.ports, map));
     this.destYaml = agentConfigYaml(this.lmDest, DEST_HOST, DEST_HOST, this.ports, map);

@@ -33,7 +33,7 @@ import { createHasher } from "../../src/digest/digest.js";
 import { AgentError } from "../../src/errors.js";
 import { InstanceRegistry } from "../../src/instance/registry.js";
 import { silentLogger } from "../../src/log.js";
-import type { ReadFileMessage, SourcePeer } from "../../src/migration/peer.js";
+import type { BatchReadMessage, ReadFileMessage, ReadFileTrailer, SourcePeer } from "../../src/migration/peer.js";
 import { BUSY_MESSAGE, RequestLimiter } from "../../src/migration/request-limiter.js";
 import type { FileEntry } from "../../src/migration/types.js";
 import { connectSourcePeer } from "../../src/plane/client.js";
@@ -391,6 +391,73 @@ describe("PeerService.ReadFile", () => {
   });
 });
 
+describe("PeerService.ReadFiles", () => {
+  /** Every message of a ReadFiles stream, grouped per request index in arrival order. */
+  async function collectBatch(stream: AsyncIterable<BatchReadMessage>) {
+    const order: number[] = [];
+    const files = new Map<number, { data: Buffer[]; trailer?: ReadFileTrailer; error?: AgentError }>();
+    for await (const message of stream) {
+      if (order.at(-1) !== message.index) order.push(message.index);
+      const file = files.get(message.index) ?? { data: [] };
+      files.set(message.index, file);
+      if ("data" in message) file.data.push(Buffer.from(message.data));
+      else if ("trailer" in message) file.trailer = message.trailer;
+      else file.error = message.error;
+    }
+    return { order, files };
+  }
+
+  it("sends many files in request order, each byte-exact with its XXH64 trailer, large ones in chunks", async () => {
+    const chosen = [...listing.filter((e) => e.fileType === "FILE" && e.size < MiB).slice(0, 40), listing.find((e) => e.fileUrl === `${FILES}/data/0/big.bin`)!];
+    const requests = chosen.map((e) => ({ fileUrl: e.fileUrl, offset: 0, expectedSize: e.size, expectedLastModifiedTime: e.lastModifiedTime }));
+    const { order, files } = await collectBatch(peer.readFiles(requests));
+    expect(order).toEqual(chosen.map((_, i) => i));
+    for (const [i, entry] of chosen.entries()) {
+      const bytes = await readFile(localPath(entry.fileUrl));
+      const got = files.get(i)!;
+      expect(got.error).toBeUndefined();
+      expect(Buffer.concat(got.data).equals(bytes), entry.fileUrl).toBe(true);
+      expect(got.trailer).toEqual({ xxh64: xxh64OfFile(localPath(entry.fileUrl), bytes), size: bytes.length, lastModifiedTime: entry.lastModifiedTime });
+    }
+    expect(files.get(chosen.length - 1)!.data.length).toBe(24);
+    await waitFor(() => limiter.active === 0, 1_000);
+  });
+
+  it("fails a missing or changed file alone and goes on with the rest", async () => {
+    const good = listing.filter((e) => e.fileType === "FILE" && e.size > 0 && e.size < MiB).slice(0, 2);
+    const requests = [
+      { fileUrl: good[0]!.fileUrl, offset: 0, expectedSize: good[0]!.size, expectedLastModifiedTime: good[0]!.lastModifiedTime },
+      { fileUrl: `${FILES}/data/0/missing.db`, offset: 0, expectedSize: 10, expectedLastModifiedTime: -1 },
+      { fileUrl: good[1]!.fileUrl, offset: 0, expectedSize: good[1]!.size + 1, expectedLastModifiedTime: -1 },
+      { fileUrl: `${FILES}/data/0/../../etc/passwd`, offset: 0, expectedSize: -1, expectedLastModifiedTime: -1 },
+      { fileUrl: good[1]!.fileUrl, offset: 0, expectedSize: good[1]!.size, expectedLastModifiedTime: good[1]!.lastModifiedTime },
+    ];
+    const { order, files } = await collectBatch(peer.readFiles(requests));
+    expect(order).toEqual([0, 1, 2, 3, 4]);
+    expect(files.get(0)!.trailer?.size).toBe(good[0]!.size);
+    expect([files.get(1)!.error?.code, files.get(1)!.error?.message]).toEqual(["NotFound", "File not found"]);
+    expect([files.get(2)!.error?.code, files.get(2)!.error?.message]).toEqual(["Aborted", `file changed since listing: ${good[1]!.fileUrl}`]);
+    expect(files.get(3)!.error?.code).toBe("InvalidArgument");
+    expect(Buffer.concat(files.get(4)!.data).equals(await readFile(localPath(good[1]!.fileUrl)))).toBe(true);
+  });
+
+  it("holds one limiter permit for the whole stream and releases it when the client stops early", async () => {
+    const requests = listing
+      .filter((e) => e.fileType === "FILE")
+      .map((e) => ({ fileUrl: e.fileUrl, offset: 0, expectedSize: e.size, expectedLastModifiedTime: e.lastModifiedTime }));
+    const iterator = peer.readFiles(requests)[Symbol.asyncIterator]();
+    expect((await iterator.next()).done).toBe(false);
+    expect(limiter.active).toBe(1);
+    await iterator.return?.();
+    await waitFor(() => limiter.active === 0, 1_000);
+  });
+
+  it("refuses more than 4096 files with InvalidArgument", async () => {
+    const requests = Array.from({ length: 4097 }, () => ({ fileUrl: `${FILES}/data/0/big.bin`, offset: 0, expectedSize: -1, expectedLastModifiedTime: -1 }));
+    await expectAgentError(collectBatch(peer.readFiles(requests)), "InvalidArgument", "at most 4096 files per ReadFiles request, got 4097");
+  });
+});
+
 describe("PeerService.DigestFiles", () => {
   it("digests many files over one stream; MD5 equals openssl, XXHash32 equals xxh32sum", async () => {
     const files = listing.filter((e) => e.fileType === "FILE");
@@ -524,7 +591,7 @@ describe("limiter, health, reflection and LiveMigrationService on the plane", ()
         const protos = file.file_descriptor_response!.file_descriptor_proto.map((b) => fromBinary(FileDescriptorProtoSchema, b));
         const peerProto = protos.find((p) => p.name === "livemigration/v1/peer.proto");
         expect(peerProto?.service.map((s) => s.name)).toEqual(["PeerService"]);
-        expect(peerProto?.service[0]?.method.map((m) => m.name)).toEqual(["ListFiles", "ReadFile", "DigestFiles"]);
+        expect(peerProto?.service[0]?.method.map((m) => m.name)).toEqual(["ListFiles", "ReadFile", "ReadFiles", "DigestFiles"]);
         expect(protos.map((p) => p.name)).toContain("livemigration/v1/common.proto");
       } finally {
         client.close();

@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file livemigration/v1/peer.proto.
  */
 export const file_livemigration_v1_peer: GenFile = /*@__PURE__*/
-  fileDesc("ChtsaXZlbWlncmF0aW9uL3YxL3BlZXIucHJvdG8SEGxpdmVtaWdyYXRpb24udjEiHQobUGVlclNlcnZpY2VMaXN0RmlsZXNSZXF1ZXN0Ik0KHFBlZXJTZXJ2aWNlTGlzdEZpbGVzUmVzcG9uc2USLQoFZmlsZXMYASADKAsyHi5saXZlbWlncmF0aW9uLnYxLkluc3RhbmNlRmlsZSJvCg9SZWFkRmlsZVJlcXVlc3QSEAoIZmlsZV91cmwYASABKAkSDgoGb2Zmc2V0GAIgASgDEhUKDWV4cGVjdGVkX3NpemUYAyABKAMSIwobZXhwZWN0ZWRfbGFzdF9tb2RpZmllZF90aW1lGAQgASgDImMKEFJlYWRGaWxlUmVzcG9uc2USDgoEZGF0YRgBIAEoDEgAEjQKB3RyYWlsZXIYAiABKAsyIS5saXZlbWlncmF0aW9uLnYxLlJlYWRGaWxlVHJhaWxlckgAQgkKB3BheWxvYWQiSgoPUmVhZEZpbGVUcmFpbGVyEg0KBXh4aDY0GAEgASgJEgwKBHNpemUYAiABKAMSGgoSbGFzdF9tb2RpZmllZF90aW1lGAMgASgDInYKEkRpZ2VzdEZpbGVzUmVxdWVzdBI0CglhbGdvcml0aG0YASABKA4yIS5saXZlbWlncmF0aW9uLnYxLkRpZ2VzdEFsZ29yaXRobRIRCglmaWxlX3VybHMYAiADKAkSFwoPbWF4X2NvbmN1cnJlbmN5GAMgASgFImIKE0RpZ2VzdEZpbGVzUmVzcG9uc2USEAoIZmlsZV91cmwYASABKAkSDgoGZGlnZXN0GAIgASgJEhIKCmVycm9yX2NvZGUYAyABKAUSFQoNZXJyb3JfbWVzc2FnZRgEIAEoCTKuAgoLUGVlclNlcnZpY2USbAoJTGlzdEZpbGVzEi0ubGl2ZW1pZ3JhdGlvbi52MS5QZWVyU2VydmljZUxpc3RGaWxlc1JlcXVlc3QaLi5saXZlbWlncmF0aW9uLnYxLlBlZXJTZXJ2aWNlTGlzdEZpbGVzUmVzcG9uc2UwARJTCghSZWFkRmlsZRIhLmxpdmVtaWdyYXRpb24udjEuUmVhZEZpbGVSZXF1ZXN0GiIubGl2ZW1pZ3JhdGlvbi52MS5SZWFkRmlsZVJlc3BvbnNlMAESXAoLRGlnZXN0RmlsZXMSJC5saXZlbWlncmF0aW9uLnYxLkRpZ2VzdEZpbGVzUmVxdWVzdBolLmxpdmVtaWdyYXRpb24udjEuRGlnZXN0RmlsZXNSZXNwb25zZTABYgZwcm90bzM", [file_livemigration_v1_common]);
+  fileDesc("ChtsaXZlbWlncmF0aW9uL3YxL3BlZXIucHJvdG8SEGxpdmVtaWdyYXRpb24udjEiHQobUGVlclNlcnZpY2VMaXN0RmlsZXNSZXF1ZXN0Ik0KHFBlZXJTZXJ2aWNlTGlzdEZpbGVzUmVzcG9uc2USLQoFZmlsZXMYASADKAsyHi5saXZlbWlncmF0aW9uLnYxLkluc3RhbmNlRmlsZSJvCg9SZWFkRmlsZVJlcXVlc3QSEAoIZmlsZV91cmwYASABKAkSDgoGb2Zmc2V0GAIgASgDEhUKDWV4cGVjdGVkX3NpemUYAyABKAMSIwobZXhwZWN0ZWRfbGFzdF9tb2RpZmllZF90aW1lGAQgASgDImMKEFJlYWRGaWxlUmVzcG9uc2USDgoEZGF0YRgBIAEoDEgAEjQKB3RyYWlsZXIYAiABKAsyIS5saXZlbWlncmF0aW9uLnYxLlJlYWRGaWxlVHJhaWxlckgAQgkKB3BheWxvYWQiSgoPUmVhZEZpbGVUcmFpbGVyEg0KBXh4aDY0GAEgASgJEgwKBHNpemUYAiABKAMSGgoSbGFzdF9tb2RpZmllZF90aW1lGAMgASgDIkQKEFJlYWRGaWxlc1JlcXVlc3QSMAoFZmlsZXMYASADKAsyIS5saXZlbWlncmF0aW9uLnYxLlJlYWRGaWxlUmVxdWVzdCKmAQoRUmVhZEZpbGVzUmVzcG9uc2USDQoFaW5kZXgYASABKAUSDgoEZGF0YRgCIAEoDEgAEjQKB3RyYWlsZXIYAyABKAsyIS5saXZlbWlncmF0aW9uLnYxLlJlYWRGaWxlVHJhaWxlckgAEjEKBWVycm9yGAQgASgLMiAubGl2ZW1pZ3JhdGlvbi52MS5SZWFkRmlsZXNFcnJvckgAQgkKB3BheWxvYWQiLwoOUmVhZEZpbGVzRXJyb3ISDAoEY29kZRgBIAEoBRIPCgdtZXNzYWdlGAIgASgJInYKEkRpZ2VzdEZpbGVzUmVxdWVzdBI0CglhbGdvcml0aG0YASABKA4yIS5saXZlbWlncmF0aW9uLnYxLkRpZ2VzdEFsZ29yaXRobRIRCglmaWxlX3VybHMYAiADKAkSFwoPbWF4X2NvbmN1cnJlbmN5GAMgASgFImIKE0RpZ2VzdEZpbGVzUmVzcG9uc2USEAoIZmlsZV91cmwYASABKAkSDgoGZGlnZXN0GAIgASgJEhIKCmVycm9yX2NvZGUYAyABKAUSFQoNZXJyb3JfbWVzc2FnZRgEIAEoCTKGAwoLUGVlclNlcnZpY2USbAoJTGlzdEZpbGVzEi0ubGl2ZW1pZ3JhdGlvbi52MS5QZWVyU2VydmljZUxpc3RGaWxlc1JlcXVlc3QaLi5saXZlbWlncmF0aW9uLnYxLlBlZXJTZXJ2aWNlTGlzdEZpbGVzUmVzcG9uc2UwARJTCghSZWFkRmlsZRIhLmxpdmVtaWdyYXRpb24udjEuUmVhZEZpbGVSZXF1ZXN0GiIubGl2ZW1pZ3JhdGlvbi52MS5SZWFkRmlsZVJlc3BvbnNlMAESVgoJUmVhZEZpbGVzEiIubGl2ZW1pZ3JhdGlvbi52MS5SZWFkRmlsZXNSZXF1ZXN0GiMubGl2ZW1pZ3JhdGlvbi52MS5SZWFkRmlsZXNSZXNwb25zZTABElwKC0RpZ2VzdEZpbGVzEiQubGl2ZW1pZ3JhdGlvbi52MS5EaWdlc3RGaWxlc1JlcXVlc3QaJS5saXZlbWlncmF0aW9uLnYxLkRpZ2VzdEZpbGVzUmVzcG9uc2UwAWIGcHJvdG8z", [file_livemigration_v1_common]);
 
 /**
  * @generated from message livemigration.v1.PeerServiceListFilesRequest
@@ -157,6 +157,95 @@ export const ReadFileTrailerSchema: GenMessage<ReadFileTrailer> = /*@__PURE__*/
   messageDesc(file_livemigration_v1_peer, 4);
 
 /**
+ * @generated from message livemigration.v1.ReadFilesRequest
+ */
+export type ReadFilesRequest = Message<"livemigration.v1.ReadFilesRequest"> & {
+  /**
+   * @generated from field: repeated livemigration.v1.ReadFileRequest files = 1;
+   */
+  files: ReadFileRequest[];
+};
+
+/**
+ * Describes the message livemigration.v1.ReadFilesRequest.
+ * Use `create(ReadFilesRequestSchema)` to create a new message.
+ */
+export const ReadFilesRequestSchema: GenMessage<ReadFilesRequest> = /*@__PURE__*/
+  messageDesc(file_livemigration_v1_peer, 5);
+
+/**
+ * @generated from message livemigration.v1.ReadFilesResponse
+ */
+export type ReadFilesResponse = Message<"livemigration.v1.ReadFilesResponse"> & {
+  /**
+   * Position in ReadFilesRequest.files of the file this message belongs to.
+   *
+   * @generated from field: int32 index = 1;
+   */
+  index: number;
+
+  /**
+   * @generated from oneof livemigration.v1.ReadFilesResponse.payload
+   */
+  payload: {
+    /**
+     * The next bytes of the file, at most 1 MiB.
+     *
+     * @generated from field: bytes data = 2;
+     */
+    value: Uint8Array;
+    case: "data";
+  } | {
+    /**
+     * Last message of a file that was sent whole.
+     *
+     * @generated from field: livemigration.v1.ReadFileTrailer trailer = 3;
+     */
+    value: ReadFileTrailer;
+    case: "trailer";
+  } | {
+    /**
+     * Why the file was not sent (or not sent whole); it ends that file.
+     *
+     * @generated from field: livemigration.v1.ReadFilesError error = 4;
+     */
+    value: ReadFilesError;
+    case: "error";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message livemigration.v1.ReadFilesResponse.
+ * Use `create(ReadFilesResponseSchema)` to create a new message.
+ */
+export const ReadFilesResponseSchema: GenMessage<ReadFilesResponse> = /*@__PURE__*/
+  messageDesc(file_livemigration_v1_peer, 6);
+
+/**
+ * @generated from message livemigration.v1.ReadFilesError
+ */
+export type ReadFilesError = Message<"livemigration.v1.ReadFilesError"> & {
+  /**
+   * The gRPC status code ReadFile would have failed with (5 NOT_FOUND, 10 ABORTED, ...).
+   *
+   * @generated from field: int32 code = 1;
+   */
+  code: number;
+
+  /**
+   * @generated from field: string message = 2;
+   */
+  message: string;
+};
+
+/**
+ * Describes the message livemigration.v1.ReadFilesError.
+ * Use `create(ReadFilesErrorSchema)` to create a new message.
+ */
+export const ReadFilesErrorSchema: GenMessage<ReadFilesError> = /*@__PURE__*/
+  messageDesc(file_livemigration_v1_peer, 7);
+
+/**
  * @generated from message livemigration.v1.DigestFilesRequest
  */
 export type DigestFilesRequest = Message<"livemigration.v1.DigestFilesRequest"> & {
@@ -185,7 +274,7 @@ export type DigestFilesRequest = Message<"livemigration.v1.DigestFilesRequest"> 
  * Use `create(DigestFilesRequestSchema)` to create a new message.
  */
 export const DigestFilesRequestSchema: GenMessage<DigestFilesRequest> = /*@__PURE__*/
-  messageDesc(file_livemigration_v1_peer, 5);
+  messageDesc(file_livemigration_v1_peer, 8);
 
 /**
  * @generated from message livemigration.v1.DigestFilesResponse
@@ -221,7 +310,7 @@ export type DigestFilesResponse = Message<"livemigration.v1.DigestFilesResponse"
  * Use `create(DigestFilesResponseSchema)` to create a new message.
  */
 export const DigestFilesResponseSchema: GenMessage<DigestFilesResponse> = /*@__PURE__*/
-  messageDesc(file_livemigration_v1_peer, 6);
+  messageDesc(file_livemigration_v1_peer, 9);
 
 /**
  * @generated from service livemigration.v1.PeerService
@@ -250,6 +339,20 @@ export const PeerService: GenService<{
     methodKind: "server_streaming";
     input: typeof ReadFileRequestSchema;
     output: typeof ReadFileResponseSchema;
+  },
+  /**
+   * Many files over one stream, for small files: one round trip per batch instead of one per
+   * file, with the source reading a few files ahead. Files come in request order; for each,
+   * its data messages then its trailer, or one error that fails that file alone (the stream
+   * goes on). Each file gets ReadFile's checks and errors. At most 4096 files per request
+   * (INVALID_ARGUMENT otherwise); the whole stream holds one max_concurrent_file_requests permit.
+   *
+   * @generated from rpc livemigration.v1.PeerService.ReadFiles
+   */
+  readFiles: {
+    methodKind: "server_streaming";
+    input: typeof ReadFilesRequestSchema;
+    output: typeof ReadFilesResponseSchema;
   },
   /**
    * Digests of many files over one stream: at most `max_concurrency` are hashed at once, each

@@ -1,6 +1,7 @@
 /**
  * The DOWNLOADING phase of one iteration: directories first (parents before children), then
- * empty files, then files largest first with at most `maxConcurrency` streams in flight.
+ * empty files, then files largest first with at most `maxConcurrency` streams in flight: a
+ * stream carries one large file or a batch of small ones.
  *
  * Counting (OperationStatus): a directory, an empty file or a downloaded file adds to
  * filesDownloaded (a file's size also to bytesDownloaded); a failed one adds to
@@ -21,7 +22,8 @@ import { fsyncDir } from "../../fs/atomic-file.js";
 import { setMtimeMs } from "../../fs/mtime.js";
 import type { OperationStatus } from "./operation-status.js";
 import type { SourceTarget } from "./plan.js";
-import { createDirectory, createEmptyFile, downloadFile, type TransferContext } from "./file-transfer.js";
+import { downloadBatch, planBatches } from "./batch-transfer.js";
+import { createDirectory, createEmptyFile, downloadFile, type FileOutcome, type TransferContext } from "./file-transfer.js";
 
 export interface DownloadSummary {
   readonly failures: { readonly fileUrl: string; readonly reason: string }[];
@@ -76,7 +78,7 @@ export async function downloadShortlist(
     for (const t of dirs) {
       if (phase.signal.aborted) break;
       try {
-        await createDirectory(t);
+        await createDirectory(phaseCtx, t);
         status.incrementFilesDownloaded();
       } catch (err) {
         fail(t, err);
@@ -91,33 +93,50 @@ export async function downloadShortlist(
         fail(t, err);
       }
     }
+    const record = (t: SourceTarget, outcome: FileOutcome) => {
+      switch (outcome.kind) {
+        case "downloaded":
+          status.incrementFilesDownloaded();
+          status.addBytesDownloaded(outcome.size);
+          resumedBytes += outcome.resumedFrom;
+          break;
+        case "vanished":
+          vanished++;
+          ctx.logger.info({ file: t.entry.fileUrl }, "file vanished at the source; the next pass cleans it");
+          break;
+        case "changed":
+          fail(t, new AgentError("Aborted", outcome.reason));
+          break;
+      }
+    };
+    const downloadAlone = async (t: SourceTarget) => {
+      if (phase.signal.aborted) return;
+      try {
+        record(t, await downloadFile(phaseCtx, t, status));
+      } catch (err) {
+        fail(t, err);
+      }
+    };
+    const downloadMany = async (batch: readonly SourceTarget[]) => {
+      if (phase.signal.aborted) return;
+      let result;
+      try {
+        result = await downloadBatch(phaseCtx, batch, status);
+      } catch (err) {
+        for (const t of batch) fail(t, err);
+        return;
+      }
+      for (const [t, outcome] of result.outcomes) record(t, outcome);
+      for (const t of result.retry) await downloadAlone(t);
+    };
+    // Large files stream alone, largest first; small ones follow in batches (batch-transfer.ts).
+    // Each single file and each batch is one stream, so at most maxConcurrency are in flight.
+    const { singles, batches } = planBatches(files, maxConcurrency, ctx.resumeMinBytes);
     const limit = pLimit(maxConcurrency);
-    await Promise.all(
-      files.map((t) =>
-        limit(async () => {
-          if (phase.signal.aborted) return;
-          try {
-            const outcome = await downloadFile(phaseCtx, t, status);
-            switch (outcome.kind) {
-              case "downloaded":
-                status.incrementFilesDownloaded();
-                status.addBytesDownloaded(outcome.size);
-                resumedBytes += outcome.resumedFrom;
-                break;
-              case "vanished":
-                vanished++;
-                ctx.logger.info({ file: t.entry.fileUrl }, "file vanished at the source; the next pass cleans it");
-                break;
-              case "changed":
-                fail(t, new AgentError("Aborted", outcome.reason));
-                break;
-            }
-          } catch (err) {
-            fail(t, err);
-          }
-        }),
-      ),
-    );
+    await Promise.all([
+      ...singles.map((t) => limit(() => downloadAlone(t))),
+      ...batches.map((batch) => limit(() => downloadMany(batch))),
+    ]);
   } finally {
     ctx.signal.removeEventListener("abort", onTaskAbort);
     await syncDirectories(ctx);

@@ -15,7 +15,7 @@ import path from "node:path";
 import type { SidecarClientConfig } from "../../config/schema.js";
 import { createHasher, hashFileRange } from "../../digest/digest.js";
 import { AgentError, throwIfAborted } from "../../errors.js";
-import { setMtimeMs, statOrUndefined } from "../../fs/mtime.js";
+import { setHandleMtimeMs, statOrUndefined } from "../../fs/mtime.js";
 import { tempPathFor } from "../../fs/temp-name.js";
 import type { Logger } from "../../log.js";
 import type { ReadFileMessage, ReadFileTrailer, SourcePeer } from "../peer.js";
@@ -34,6 +34,15 @@ export interface TransferContext {
   readonly resumeMinBytes: number;
   /** Directories that received a rename; the caller fsyncs each once (syncDirectories). */
   readonly touchedDirs: Set<string>;
+  /** Directories known to exist in this pass (ensureDirectory), so each costs one mkdir. */
+  readonly knownDirs: Set<string>;
+}
+
+/** mkdir -p, once per directory and pass. */
+export async function ensureDirectory(ctx: Pick<TransferContext, "knownDirs">, dir: string): Promise<void> {
+  if (ctx.knownDirs.has(dir)) return;
+  await mkdir(dir, { recursive: true });
+  ctx.knownDirs.add(dir);
 }
 
 /** Where a transfer reports its bytes (OperationStatus). */
@@ -89,7 +98,7 @@ export async function downloadFile(ctx: TransferContext, target: SourceTarget, p
   };
 
   const attempt = async (): Promise<FileOutcome> => {
-    await mkdir(path.dirname(absPath), { recursive: true });
+    await ensureDirectory(ctx, path.dirname(absPath));
     let offset = 0;
     const existing = await statOrUndefined(temp);
     if (existing) {
@@ -156,7 +165,7 @@ export async function downloadFile(ctx: TransferContext, target: SourceTarget, p
       if (digest !== trailer.xxh64) {
         throw new AgentError("DataLoss", `XXH64 mismatch for ${entry.fileUrl}: wrote ${digest}, source has ${trailer.xxh64}`);
       }
-      await setMtimeMs(temp, entry.lastModifiedTime);
+      await setHandleMtimeMs(handle, entry.lastModifiedTime);
       // fsync after setting the mtime so that data and mtime are durable before the rename.
       await handle.sync();
     } finally {
@@ -209,7 +218,7 @@ export async function downloadFile(ctx: TransferContext, target: SourceTarget, p
 }
 
 /** The next stream message, or Cancelled as soon as the signal aborts (even if the peer ignores it). */
-async function nextOrAbort<T>(iterator: AsyncIterator<T>, signal: AbortSignal): Promise<IteratorResult<T>> {
+export async function nextOrAbort<T>(iterator: AsyncIterator<T>, signal: AbortSignal): Promise<IteratorResult<T>> {
   throwIfAborted(signal);
   let onAbort: (() => void) | undefined;
   const aborted = new Promise<never>((_, reject) => {
@@ -228,7 +237,7 @@ async function nextOrAbort<T>(iterator: AsyncIterator<T>, signal: AbortSignal): 
   }
 }
 
-async function writeFully(handle: import("node:fs/promises").FileHandle, data: Uint8Array, position: number): Promise<void> {
+export async function writeFully(handle: import("node:fs/promises").FileHandle, data: Uint8Array, position: number): Promise<void> {
   let written = 0;
   while (written < data.byteLength) {
     const { bytesWritten } = await handle.write(data, written, data.byteLength - written, position + written);
@@ -237,17 +246,20 @@ async function writeFully(handle: import("node:fs/promises").FileHandle, data: U
 }
 
 /** Creates an empty FILE entry with the source's mtime (temp name, then rename; no transfer). */
-export async function createEmptyFile(ctx: Pick<TransferContext, "touchedDirs">, target: SourceTarget): Promise<void> {
-  await mkdir(path.dirname(target.absPath), { recursive: true });
+export async function createEmptyFile(ctx: Pick<TransferContext, "touchedDirs" | "knownDirs">, target: SourceTarget): Promise<void> {
+  await ensureDirectory(ctx, path.dirname(target.absPath));
   const temp = tempPathFor(target.absPath);
   const handle = await open(temp, "w", 0o644);
-  await handle.close();
-  await setMtimeMs(temp, target.entry.lastModifiedTime);
+  try {
+    await setHandleMtimeMs(handle, target.entry.lastModifiedTime);
+  } finally {
+    await handle.close();
+  }
   await rename(temp, target.absPath);
   ctx.touchedDirs.add(path.dirname(target.absPath));
 }
 
 /** Creates a DIRECTORY entry (and missing parents). Its mtime is set by syncDirectoryTimes. */
-export async function createDirectory(target: SourceTarget): Promise<void> {
-  await mkdir(target.absPath, { recursive: true });
+export async function createDirectory(ctx: Pick<TransferContext, "knownDirs">, target: SourceTarget): Promise<void> {
+  await ensureDirectory(ctx, target.absPath);
 }

@@ -126,6 +126,7 @@ export async function runIteration(ctx: IterationContext, status: OperationStatu
       resume: ctx.resume,
       resumeMinBytes: ctx.resumeMinBytes,
       touchedDirs: new Set(),
+      knownDirs: new Set(),
     };
     if (plan.shortlist.length === 0) {
       await syncDirectoryTimes(transfer, sources.values());

@@ -15,7 +15,7 @@ import { mtimeMsOf, setMtimeMs } from "../../../src/fs/mtime.js";
 import { resolveFileUrl } from "../../../src/fs/safe-path.js";
 import { migrationRoots } from "../../../src/instance/directories.js";
 import type { InstanceContext } from "../../../src/instance/registry.js";
-import type { ReadFileMessage, ReadFileRequest, SourcePeer } from "../../../src/migration/peer.js";
+import type { BatchReadMessage, ReadFileMessage, ReadFileRequest, SourcePeer } from "../../../src/migration/peer.js";
 import { sleep } from "../../../src/migration/retry.js";
 import { StatusStore } from "../../../src/migration/status-store.js";
 import type { TaskDeps } from "../../../src/migration/task-deps.js";
@@ -150,6 +150,7 @@ export class FakeSourcePeer implements SourcePeer {
   chunkSize = 64 * 1024;
   bytesSent = 0;
   readFileCalls: ReadFileRequest[] = [];
+  readFilesCalls = 0;
   listCalls = 0;
   closed = 0;
   /** Errors thrown by the next listFiles calls. */
@@ -218,6 +219,23 @@ export class FakeSourcePeer implements SourcePeer {
       yield { trailer: { xxh64: hasher.digest(), size, lastModifiedTime: mtime } };
     } finally {
       await handle.close();
+    }
+  }
+
+  /**
+   * ReadFiles as the plane serves it: each file's readFile messages in order; a per-file error
+   * becomes that file's error message, a transport-like one (Unavailable, Cancelled) fails the stream.
+   */
+  async *readFiles(requests: readonly ReadFileRequest[], signal?: AbortSignal): AsyncGenerator<BatchReadMessage> {
+    this.readFilesCalls++;
+    for (const [index, request] of requests.entries()) {
+      try {
+        for await (const message of this.readFile(request, signal)) yield { index, ...message };
+      } catch (err) {
+        const error = AgentError.from(err);
+        if (error.code === "Unavailable" || error.code === "Cancelled") throw error;
+        yield { index, error };
+      }
     }
   }
 

@@ -40,6 +40,7 @@ async function setup(options: { resumeMinBytes?: number } = {}) {
     resume,
     resumeMinBytes: options.resumeMinBytes ?? 0,
     touchedDirs: new Set(),
+    knownDirs: new Set(),
   };
   const status = new OperationStatus(0);
   status.toCleaning(SIZE, listing.length);
@@ -207,7 +208,7 @@ describe("empty files and directories", () => {
     expect(st.size).toBe(0n);
     expect(mtimeMsOf(st)).toBe(toc.entry.lastModifiedTime);
     const dir = [...s.targets.values()].find((t) => t.entry.fileType === "DIRECTORY")!;
-    await createDirectory(dir);
+    await createDirectory({ knownDirs: new Set() }, dir);
     expect((await stat(dir.absPath)).isDirectory()).toBe(true);
   });
 });

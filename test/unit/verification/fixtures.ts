@@ -197,6 +197,10 @@ export class FakeSourcePeer implements SourcePeer {
 
   constructor(private readonly instance: InstanceContext) {}
 
+  async *readFiles(): AsyncGenerator<never> {
+    throw new AgentError("Unimplemented", "not in the fake");
+  }
+
   connect(): SourcePeer {
     this.connects++;
     return this;

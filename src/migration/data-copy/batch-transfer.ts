@@ -1,0 +1,210 @@
+/**
+ * Puts many small files in place over one ReadFiles stream, so that a table of thousands of
+ * small SSTable components costs one round trip per batch instead of one per file.
+ *
+ *   peer.readFiles(batch) --data/trailer per file--> XXH64 + buffer in memory (each file <= 1 MiB)
+ *        --> check size, mtime, hash --> temp name: write, mtime, fsync --> rename over target
+ *
+ * The same guarantees as file-transfer.ts: a file is renamed into place only when complete,
+ * checked against the source's hash and fsynced. Writes of up to WRITES_IN_FLIGHT files overlap
+ * the stream; when they lag, the stream waits (backpressure through the client window).
+ *
+ * Anything the batch cannot settle — a stream that fails, a per-file error other than NotFound
+ * or Aborted, a corrupted file, a local write error — is handed back in `retry`, and the caller
+ * gives each such file to downloadFile, whose retries and resume policy then apply.
+ */
+import { open, rename, rm } from "node:fs/promises";
+import path from "node:path";
+import { createHasher, type Hasher } from "../../digest/digest.js";
+import { AgentError, throwIfAborted } from "../../errors.js";
+import { setHandleMtimeMs } from "../../fs/mtime.js";
+import { tempPathFor } from "../../fs/temp-name.js";
+import type { BatchReadMessage } from "../peer.js";
+import { ensureDirectory, nextOrAbort, writeFully, type FileOutcome, type TransferContext, type TransferProgress } from "./file-transfer.js";
+import type { SourceTarget } from "./plan.js";
+
+/** Files no bigger than this (one ReadFile chunk) may go in a batch. */
+export const BATCH_FILE_MAX_BYTES = 1 << 20;
+/** Files per ReadFiles call at most (the source accepts 4096). */
+export const BATCH_MAX_FILES = 512;
+/** Bytes per ReadFiles call at most, so that one batch does not serialize a large share of the work. */
+export const BATCH_MAX_BYTES = 32 << 20;
+/** Files of one batch being written at once. */
+const WRITES_IN_FLIGHT = 8;
+
+export interface BatchResult {
+  /** Files the batch settled. */
+  readonly outcomes: Map<SourceTarget, FileOutcome>;
+  /** Files to download one by one (downloadFile), in batch order. */
+  readonly retry: SourceTarget[];
+}
+
+/**
+ * Splits files (largest first) into those that stream alone and batches of small ones: at most
+ * BATCH_FILE_MAX_BYTES each, and below `resumeMinBytes` so that no file that could be resumed
+ * is batched. Batches hold at most BATCH_MAX_FILES / BATCH_MAX_BYTES, and small files are
+ * spread over at least `streams` batches so that the streams in flight share them.
+ */
+export function planBatches(
+  files: readonly SourceTarget[],
+  streams: number,
+  resumeMinBytes: number,
+): { readonly singles: SourceTarget[]; readonly batches: SourceTarget[][] } {
+  const batchable = (t: SourceTarget) => t.entry.size <= BATCH_FILE_MAX_BYTES && t.entry.size < resumeMinBytes;
+  const singles = files.filter((t) => !batchable(t));
+  const small = files.filter(batchable);
+  const perBatch = Math.min(BATCH_MAX_FILES, Math.max(1, Math.ceil(small.length / Math.max(1, streams))));
+  const batches: SourceTarget[][] = [];
+  let current: SourceTarget[] = [];
+  let bytes = 0;
+  for (const t of small) {
+    if (current.length > 0 && (current.length >= perBatch || bytes + t.entry.size > BATCH_MAX_BYTES)) {
+      batches.push(current);
+      current = [];
+      bytes = 0;
+    }
+    current.push(t);
+    bytes += t.entry.size;
+  }
+  if (current.length > 0) batches.push(current);
+  return { singles, batches };
+}
+
+/** A file of the batch while its messages arrive. */
+interface Receiving {
+  readonly chunks: Uint8Array[];
+  bytes: number;
+  readonly hasher: Hasher;
+}
+
+/**
+ * Downloads one batch of small non-empty files (see planBatches). Resolves when every write it
+ * started has finished.
+ * @throws AgentError Cancelled when the signal aborts; every other failure ends up in `retry`.
+ */
+export async function downloadBatch(ctx: TransferContext, batch: readonly SourceTarget[], progress: TransferProgress): Promise<BatchResult> {
+  const outcomes = new Map<SourceTarget, FileOutcome>();
+  const retry = new Set<SourceTarget>();
+  const receiving = new Map<number, Receiving>();
+  const writes = new Set<Promise<void>>();
+
+  const settle = (target: SourceTarget, outcome: FileOutcome) => outcomes.set(target, outcome);
+  const handBack = (target: SourceTarget, reason: string, level: "debug" | "warn" = "debug") => {
+    ctx.logger[level]({ file: target.entry.fileUrl, err: reason }, "batched transfer failed; retrying the file alone");
+    retry.add(target);
+  };
+
+  const stream = ctx.peer.readFiles(
+    batch.map((t) => ({ fileUrl: t.entry.fileUrl, offset: 0, expectedSize: t.entry.size, expectedLastModifiedTime: t.entry.lastModifiedTime })),
+    ctx.signal,
+  );
+  const iterator = stream[Symbol.asyncIterator]();
+  let done = false;
+  try {
+    for (;;) {
+      let next: IteratorResult<BatchReadMessage>;
+      try {
+        next = await nextOrAbort(iterator, ctx.signal);
+      } catch (err) {
+        if (ctx.signal.aborted) throw err;
+        // The stream broke: whatever it did not settle is retried file by file.
+        ctx.logger.debug({ err: (err as Error).message, files: batch.length }, "ReadFiles stream failed");
+        break;
+      }
+      if (next.done) {
+        done = true;
+        break;
+      }
+      const message = next.value;
+      const target = batch[message.index]!;
+      if (outcomes.has(target) || retry.has(target)) {
+        handBack(target, `ReadFiles sent more for ${target.entry.fileUrl} after it ended`, "warn");
+        continue;
+      }
+      if ("error" in message) {
+        receiving.delete(message.index);
+        const { error } = message;
+        if (error.code === "NotFound") settle(target, { kind: "vanished" });
+        else if (error.code === "Aborted") settle(target, { kind: "changed", reason: error.message });
+        else handBack(target, error.message);
+        continue;
+      }
+      let file = receiving.get(message.index);
+      if (!file) {
+        file = { chunks: [], bytes: 0, hasher: createHasher("XXH64") };
+        receiving.set(message.index, file);
+      }
+      if ("data" in message) {
+        file.bytes += message.data.byteLength;
+        if (file.bytes > target.entry.size) {
+          receiving.delete(message.index);
+          handBack(target, `source sent more than the listed ${target.entry.size} bytes of ${target.entry.fileUrl}`, "warn");
+          continue;
+        }
+        file.chunks.push(message.data);
+        file.hasher.update(message.data);
+        progress.addTransferred(message.data.byteLength);
+        continue;
+      }
+      receiving.delete(message.index);
+      const { trailer } = message;
+      if (trailer.size !== target.entry.size || trailer.lastModifiedTime !== target.entry.lastModifiedTime) {
+        settle(target, { kind: "changed", reason: `${target.entry.fileUrl} changed at the source during the transfer` });
+        continue;
+      }
+      const digest = file.hasher.digest();
+      if (file.bytes !== target.entry.size || digest !== trailer.xxh64) {
+        // Corruption in transit is worth an operator's attention.
+        handBack(target, `XXH64 mismatch for ${target.entry.fileUrl}: received ${file.bytes} bytes hashing to ${digest}, source has ${trailer.xxh64}`, "warn");
+        continue;
+      }
+      const write: Promise<void> = writeComplete(ctx, target, file.chunks).then(
+        () => void settle(target, { kind: "downloaded", size: target.entry.size, resumedFrom: 0 }),
+        (err: unknown) => {
+          if (!ctx.signal.aborted) handBack(target, AgentError.from(err).message, "warn");
+        },
+      );
+      writes.add(write);
+      void write.finally(() => writes.delete(write));
+      if (writes.size >= WRITES_IN_FLIGHT) await Promise.race(writes);
+    }
+  } finally {
+    if (!done) void iterator.return?.().catch(() => undefined);
+    await Promise.all(writes);
+  }
+  throwIfAborted(ctx.signal);
+  // Files the stream never finished (it broke, or it ended early).
+  for (const target of batch) {
+    if (!outcomes.has(target) && !retry.has(target)) retry.add(target);
+  }
+  return { outcomes, retry: batch.filter((t) => retry.has(t)) };
+}
+
+/** Writes a checked file under its temp name, gives it the source mtime, fsyncs and renames it. */
+async function writeComplete(ctx: TransferContext, target: SourceTarget, chunks: readonly Uint8Array[]): Promise<void> {
+  const dir = path.dirname(target.absPath);
+  await ensureDirectory(ctx, dir);
+  const temp = tempPathFor(target.absPath);
+  try {
+    // "w" truncates a stale temp file: batched files are small enough never to be resumed.
+    const handle = await open(temp, "w", 0o644);
+    try {
+      let position = 0;
+      for (const chunk of chunks) {
+        await writeFully(handle, chunk, position);
+        position += chunk.byteLength;
+      }
+      await setHandleMtimeMs(handle, target.entry.lastModifiedTime);
+      // fsync after setting the mtime so that data and mtime are durable before the rename.
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    throwIfAborted(ctx.signal);
+    await rename(temp, target.absPath);
+  } catch (err) {
+    await rm(temp, { force: true, recursive: true }).catch(() => undefined);
+    throw err;
+  }
+  ctx.touchedDirs.add(dir);
+}
