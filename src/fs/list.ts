@@ -9,6 +9,7 @@
  * - A path that vanishes during the walk (compaction on a live source) is left out instead of
  *   failing the listing. Other IO errors reject with an AgentError.
  */
+import { readdirSync, statSync } from "node:fs";
 import { readdir, stat } from "node:fs/promises";
 import path from "node:path";
 import { AgentError } from "../errors.js";
@@ -16,6 +17,7 @@ import { fileUrlOf, type MigrationRoot } from "../instance/directories.js";
 import type { FileEntry } from "../migration/types.js";
 import type { Exclusions } from "./exclude.js";
 import { mtimeMsOf } from "./mtime.js";
+import { SyncBudget } from "./sync-budget.js";
 import { isTempName } from "./temp-name.js";
 
 export interface LocalEntry extends FileEntry {
@@ -34,7 +36,6 @@ export interface Listing {
 }
 
 const STAT_PARALLELISM = 32;
-
 function vanished(err: unknown): boolean {
   const code = (err as NodeJS.ErrnoException).code;
   return code === "ENOENT" || code === "ENOTDIR";
@@ -45,6 +46,8 @@ export async function listRoots(roots: readonly MigrationRoot[], exclusions: Exc
   const entries: LocalEntry[] = [];
   const tempFiles: string[] = [];
   let totalSize = 0;
+  // Synchronous readdir/stat while the metadata is cached (sync-budget.ts).
+  const budget = new SyncBudget();
   for (const root of roots) {
     const base = path.resolve(root.path);
     try {
@@ -56,7 +59,10 @@ export async function listRoots(roots: readonly MigrationRoot[], exclusions: Exc
     const walk = async (absDir: string, relDir: string): Promise<void> => {
       let names;
       try {
-        names = await readdir(absDir, { withFileTypes: true });
+        names = await budget.run(
+          () => readdirSync(absDir, { withFileTypes: true }),
+          () => readdir(absDir, { withFileTypes: true }),
+        );
       } catch (err) {
         if (vanished(err)) return;
         throw new AgentError("Internal", `cannot list ${absDir}: ${(err as Error).message}`, { cause: err });
@@ -73,7 +79,10 @@ export async function listRoots(roots: readonly MigrationRoot[], exclusions: Exc
             }
             let st;
             try {
-              st = await stat(absPath, { bigint: true });
+              st = await budget.run(
+                () => statSync(absPath, { bigint: true }),
+                () => stat(absPath, { bigint: true }),
+              );
             } catch (err) {
               if (vanished(err)) return;
               throw new AgentError("Internal", `cannot stat ${absPath}: ${(err as Error).message}`, { cause: err });

@@ -18,7 +18,8 @@ export async function setHandleMtimeMs(handle: FileHandle, mtimeMs: number): Pro
   await handle.utimes(seconds, seconds);
 }
 
-function exactSeconds(mtimeMs: number): number {
+/** The seconds value to pass to utimes/futimes so that the mtime reads back as `mtimeMs` (see setMtimeMs). */
+export function exactSeconds(mtimeMs: number): number {
   return (mtimeMs + 0.5) / 1000;
 }
 

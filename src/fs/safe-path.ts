@@ -7,6 +7,7 @@
  * decoding; NUL is refused; the result must stay under its root lexically and, with symlinks
  * resolved, under the root's real path (symlinks inside the root are served).
  */
+import { realpathSync, statSync, type BigIntStats } from "node:fs";
 import { realpath, stat } from "node:fs/promises";
 import path from "node:path";
 import { AgentError } from "../errors.js";
@@ -81,15 +82,6 @@ export interface ReadableFile extends ResolvedFileUrl {
 /** Roots' real paths, resolved once per root (a root is not re-pointed while the agent runs). */
 const realRoots = new WeakMap<MigrationRoot, string>();
 
-async function realRootPath(root: MigrationRoot): Promise<string> {
-  let real = realRoots.get(root);
-  if (real === undefined) {
-    real = await realpath(root.path);
-    realRoots.set(root, real);
-  }
-  return real;
-}
-
 /**
  * Checks that a resolved URL names a regular, non-excluded file whose real path stays inside
  * the root's real path.
@@ -98,25 +90,64 @@ async function realRootPath(root: MigrationRoot): Promise<string> {
  */
 export async function resolveReadableFile(resolved: ResolvedFileUrl, exclusions: Exclusions): Promise<ReadableFile> {
   let realPath: string;
-  let realBase: string;
+  let realBase = realRoots.get(resolved.root);
   try {
     realPath = await realpath(resolved.absPath);
-    realBase = await realRootPath(resolved.root);
+    if (realBase === undefined) realRoots.set(resolved.root, (realBase = await realpath(resolved.root.path)));
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === "ENOENT" || code === "ENOTDIR") throw new AgentError("NotFound", "File not found", { cause: err });
-    throw new AgentError("Internal", "Filesystem error while resolving requested path", { cause: err });
+    throw resolveError(err);
   }
-  if (realPath !== realBase && !realPath.startsWith(realBase + path.sep)) {
-    throw new AgentError("PermissionDenied", "Resolved path escapes base directory");
-  }
+  checkContained(realPath, realBase);
   let stats;
   try {
     stats = await stat(realPath, { bigint: true });
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENOENT") throw new AgentError("NotFound", "File not found", { cause: err });
-    throw new AgentError("Internal", "Filesystem error while resolving requested path", { cause: err });
+    throw statError(err);
   }
+  return checkReadable(resolved, exclusions, realPath, stats);
+}
+
+/**
+ * resolveReadableFile with synchronous calls, for callers that run small-file work while a
+ * SyncBudget allows (sync-budget.ts). Same checks, same errors.
+ */
+export function resolveReadableFileSync(resolved: ResolvedFileUrl, exclusions: Exclusions): ReadableFile {
+  let realPath: string;
+  let realBase = realRoots.get(resolved.root);
+  try {
+    realPath = realpathSync.native(resolved.absPath);
+    if (realBase === undefined) realRoots.set(resolved.root, (realBase = realpathSync.native(resolved.root.path)));
+  } catch (err) {
+    throw resolveError(err);
+  }
+  checkContained(realPath, realBase);
+  let stats;
+  try {
+    stats = statSync(realPath, { bigint: true });
+  } catch (err) {
+    throw statError(err);
+  }
+  return checkReadable(resolved, exclusions, realPath, stats);
+}
+
+function resolveError(err: unknown): AgentError {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === "ENOENT" || code === "ENOTDIR") return new AgentError("NotFound", "File not found", { cause: err });
+  return new AgentError("Internal", "Filesystem error while resolving requested path", { cause: err });
+}
+
+function statError(err: unknown): AgentError {
+  if ((err as NodeJS.ErrnoException).code === "ENOENT") return new AgentError("NotFound", "File not found", { cause: err });
+  return new AgentError("Internal", "Filesystem error while resolving requested path", { cause: err });
+}
+
+function checkContained(realPath: string, realBase: string): void {
+  if (realPath !== realBase && !realPath.startsWith(realBase + path.sep)) {
+    throw new AgentError("PermissionDenied", "Resolved path escapes base directory");
+  }
+}
+
+function checkReadable(resolved: ResolvedFileUrl, exclusions: Exclusions, realPath: string, stats: BigIntStats): ReadableFile {
   if (stats.isDirectory()) throw new AgentError("InvalidArgument", "Cannot transfer directory");
   if (!stats.isFile()) throw new AgentError("NotFound", "File not found");
   if (exclusions.isPathExcluded(resolved.root, resolved.absPath, false)) {

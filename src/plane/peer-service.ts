@@ -5,6 +5,7 @@
  * otherwise). ReadFile and DigestFiles also refuse a COMPLETED instance (FAILED_PRECONDITION)
  * and count against the shared RequestLimiter (max_concurrent_file_requests).
  */
+import { closeSync, fstatSync, openSync, readSync } from "node:fs";
 import { open, type FileHandle } from "node:fs/promises";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
@@ -19,7 +20,8 @@ import { createHasher, hashFileRange, type Hasher } from "../digest/digest.js";
 import { AgentError, throwIfAborted } from "../errors.js";
 import { listRoots, toFileEntry } from "../fs/list.js";
 import { mtimeMsOf } from "../fs/mtime.js";
-import { resolveFileUrl, resolveReadableFile } from "../fs/safe-path.js";
+import { resolveFileUrl, resolveReadableFile, resolveReadableFileSync } from "../fs/safe-path.js";
+import { SyncBudget } from "../fs/sync-budget.js";
 import type { InstanceContext, InstanceRegistry } from "../instance/registry.js";
 import { requireNotCompleted, requireSource } from "../migration/guards.js";
 import type { DigestResult, ReadFileRequest } from "../migration/peer.js";
@@ -43,6 +45,8 @@ export const READ_FILES_MAX_FILES = 4096;
 const READ_AHEAD_FILES = 16;
 /** …and at most this many of their bytes (each file counts its size, up to one chunk). */
 const READ_AHEAD_BYTES = 4 << 20;
+/** ReadFiles reads files up to this size whole, synchronously while that stays cheap (sync-budget.ts). */
+const SYNC_READ_MAX_BYTES = 64 << 10;
 /** Listing entries per ListFiles message. */
 export const LIST_BATCH_ENTRIES = 1000;
 /** How long one DigestFiles file waits for a limiter permit before it is reported Unavailable (ms). */
@@ -119,6 +123,20 @@ export function createPeerService(options: PeerServiceOptions): ServiceImpl<type
   };
 }
 
+/** @throws AgentError Aborted when the open file is not the one the caller listed. */
+function checkUnchangedSinceListing(request: ReadFileRequest, size: number, mtime: number): void {
+  if (
+    (request.expectedSize !== -1 && request.expectedSize !== size) ||
+    (request.expectedLastModifiedTime !== -1 && request.expectedLastModifiedTime !== mtime)
+  ) {
+    throw new AgentError("Aborted", `file changed since listing: ${request.fileUrl}`);
+  }
+}
+
+function changedDuringRead(fileUrl: string): AgentError {
+  return new AgentError("Aborted", `file changed during read: ${fileUrl}`);
+}
+
 /**
  * The messages of one ReadFile: data chunks from `offset`, then the trailer with the XXH64 of
  * the whole file. Everything is read through one open descriptor, so the bytes come from one
@@ -146,12 +164,7 @@ async function* readFileChunks(
     const before = await handle.stat({ bigint: true });
     const size = Number(before.size);
     const mtime = mtimeMsOf(before);
-    if (
-      (request.expectedSize !== -1 && request.expectedSize !== size) ||
-      (request.expectedLastModifiedTime !== -1 && request.expectedLastModifiedTime !== mtime)
-    ) {
-      throw new AgentError("Aborted", `file changed since listing: ${fileUrl}`);
-    }
+    checkUnchangedSinceListing(request, size, mtime);
     if (offset > size) throw new AgentError("OutOfRange", `offset ${offset} is past the end of ${fileUrl} (${size} bytes)`);
 
     const hasher = createHasher("XXH64");
@@ -162,16 +175,14 @@ async function* readFileChunks(
       // A fresh buffer per chunk: grpc-js may serialize a buffered message after we read the next one.
       const chunk = Buffer.allocUnsafe(Math.min(READ_CHUNK_BYTES, size - position));
       const { bytesRead } = await handle.read(chunk, 0, chunk.length, position);
-      if (bytesRead === 0) throw new AgentError("Aborted", `file changed during read: ${fileUrl}`);
+      if (bytesRead === 0) throw changedDuringRead(fileUrl);
       const data = bytesRead === chunk.length ? chunk : chunk.subarray(0, bytesRead);
       hasher.update(data);
       position += bytesRead;
       yield toReadFileData(data);
     }
     const after = await handle.stat({ bigint: true });
-    if (Number(after.size) !== size || mtimeMsOf(after) !== mtime) {
-      throw new AgentError("Aborted", `file changed during read: ${fileUrl}`);
-    }
+    if (Number(after.size) !== size || mtimeMsOf(after) !== mtime) throw changedDuringRead(fileUrl);
     yield toReadFileTrailer({ xxh64: hasher.digest(), size, lastModifiedTime: mtime });
   } finally {
     await handle.close();
@@ -208,6 +219,49 @@ async function readAhead(file: AsyncGenerator<ReadFileResponse>): Promise<ReadAh
 }
 
 /**
+ * A small file read whole with synchronous calls (sync-budget.ts): the same checks, errors and
+ * messages as readFileChunks from offset 0, without a thread-pool round trip per call.
+ * Never throws: a failure is the result's error.
+ */
+async function readWholeSync(instance: InstanceContext, request: ReadFileRequest, budget: SyncBudget): Promise<ReadAhead> {
+  const { fileUrl } = request;
+  const started = performance.now();
+  try {
+    const file = resolveReadableFileSync(resolveFileUrl(instance.roots, fileUrl), instance.exclusions);
+    let fd: number;
+    try {
+      fd = openSync(file.realPath, "r");
+    } catch (err) {
+      throw AgentError.from(err);
+    }
+    try {
+      const before = fstatSync(fd, { bigint: true });
+      const size = Number(before.size);
+      const mtime = mtimeMsOf(before);
+      checkUnchangedSinceListing(request, size, mtime);
+      const data = Buffer.allocUnsafe(size);
+      for (let position = 0; position < size; ) {
+        const bytesRead = readSync(fd, data, position, size - position, position);
+        if (bytesRead === 0) throw changedDuringRead(fileUrl);
+        position += bytesRead;
+      }
+      const after = fstatSync(fd, { bigint: true });
+      if (Number(after.size) !== size || mtimeMsOf(after) !== mtime) throw changedDuringRead(fileUrl);
+      const hasher = createHasher("XXH64");
+      hasher.update(data);
+      const trailer = toReadFileTrailer({ xxh64: hasher.digest(), size, lastModifiedTime: mtime });
+      return { head: size > 0 ? [toReadFileData(data), trailer] : [trailer] };
+    } finally {
+      closeSync(fd);
+    }
+  } catch (err) {
+    return { head: [], error: AgentError.from(err) };
+  } finally {
+    await budget.charge(started);
+  }
+}
+
+/**
  * The messages of a ReadFiles stream: each file's ReadFile messages (or its error) in request
  * order, while up to READ_AHEAD_FILES following files (READ_AHEAD_BYTES) are already being read,
  * so small files cost no round trip of their own. Files still open ahead when the stream ends
@@ -219,13 +273,16 @@ async function* readFilesAhead(
   signal: AbortSignal,
 ): AsyncGenerator<ReadFilesResponse> {
   const pending: { index: number; cost: number; file: Promise<ReadAhead> }[] = [];
+  const budget = new SyncBudget();
   let nextIndex = 0;
   let aheadBytes = 0;
   const fill = () => {
     while (nextIndex < requests.length && pending.length < READ_AHEAD_FILES && (pending.length === 0 || aheadBytes < READ_AHEAD_BYTES)) {
       const request = requests[nextIndex]!;
       const cost = request.expectedSize < 0 ? READ_CHUNK_BYTES : Math.min(request.expectedSize, READ_CHUNK_BYTES);
-      pending.push({ index: nextIndex, cost, file: readAhead(readFileChunks(instance, request, signal)) });
+      const readsWholeSync = budget.fast && request.offset === 0 && request.expectedSize >= 0 && request.expectedSize <= SYNC_READ_MAX_BYTES;
+      const file = readsWholeSync ? readWholeSync(instance, request, budget) : readAhead(readFileChunks(instance, request, signal));
+      pending.push({ index: nextIndex, cost, file });
       aheadBytes += cost;
       nextIndex++;
     }
@@ -261,7 +318,7 @@ async function hashPrefix(handle: FileHandle, hasher: Hasher, end: number, signa
   while (position < end) {
     throwIfAborted(signal);
     const { bytesRead } = await handle.read(buffer, 0, Math.min(buffer.length, end - position), position);
-    if (bytesRead === 0) throw new AgentError("Aborted", `file changed during read: ${fileUrl}`);
+    if (bytesRead === 0) throw changedDuringRead(fileUrl);
     hasher.update(buffer.subarray(0, bytesRead));
     position += bytesRead;
   }

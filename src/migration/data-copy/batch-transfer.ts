@@ -13,14 +13,16 @@
  * or Aborted, a corrupted file, a local write error — is handed back in `retry`, and the caller
  * gives each such file to downloadFile, whose retries and resume policy then apply.
  */
-import { open, rename, rm } from "node:fs/promises";
+import { close, closeSync, fsync, futimes, futimesSync, open, openSync, rename, renameSync, write, writeSync } from "node:fs";
+import { rm } from "node:fs/promises";
+import { promisify } from "node:util";
 import path from "node:path";
 import { createHasher, type Hasher } from "../../digest/digest.js";
 import { AgentError, throwIfAborted } from "../../errors.js";
-import { setHandleMtimeMs } from "../../fs/mtime.js";
+import { exactSeconds } from "../../fs/mtime.js";
 import { tempPathFor } from "../../fs/temp-name.js";
 import type { BatchReadMessage } from "../peer.js";
-import { ensureDirectory, nextOrAbort, writeFully, type FileOutcome, type TransferContext, type TransferProgress } from "./file-transfer.js";
+import { ensureDirectory, nextOrAbort, type FileOutcome, type TransferContext, type TransferProgress } from "./file-transfer.js";
 import type { SourceTarget } from "./plan.js";
 
 /** Files no bigger than this (one ReadFile chunk) may go in a batch. */
@@ -29,6 +31,13 @@ export const BATCH_FILE_MAX_BYTES = 1 << 20;
 export const BATCH_MAX_FILES = 512;
 /** Bytes per ReadFiles call at most, so that one batch does not serialize a large share of the work. */
 export const BATCH_MAX_BYTES = 32 << 20;
+const openAsync = promisify(open);
+const writeAsync = promisify(write);
+const futimesAsync = promisify(futimes);
+const fsyncAsync = promisify(fsync);
+const closeAsync = promisify(close);
+const renameAsync = promisify(rename);
+
 /** Files of one batch being written at once. */
 const WRITES_IN_FLIGHT = 8;
 
@@ -180,31 +189,66 @@ export async function downloadBatch(ctx: TransferContext, batch: readonly Source
   return { outcomes, retry: batch.filter((t) => retry.has(t)) };
 }
 
-/** Writes a checked file under its temp name, gives it the source mtime, fsyncs and renames it. */
+/**
+ * Writes a checked file under its temp name, gives it the source mtime, fsyncs and renames it.
+ * Every call but fsync runs synchronously while ctx.budget allows (page-cache writes of small
+ * files); fsync, which waits for the disk, always goes through the thread pool.
+ */
 async function writeComplete(ctx: TransferContext, target: SourceTarget, chunks: readonly Uint8Array[]): Promise<void> {
+  const { budget } = ctx;
   const dir = path.dirname(target.absPath);
   await ensureDirectory(ctx, dir);
   const temp = tempPathFor(target.absPath);
   try {
     // "w" truncates a stale temp file: batched files are small enough never to be resumed.
-    const handle = await open(temp, "w", 0o644);
+    const fd = await budget.run(
+      () => openSync(temp, "w", 0o644),
+      () => openAsync(temp, "w", 0o644),
+    );
     try {
       let position = 0;
       for (const chunk of chunks) {
-        await writeFully(handle, chunk, position);
+        const at = position;
+        await budget.run(
+          () => writeAllSync(fd, chunk, at),
+          () => writeAllAsync(fd, chunk, at),
+        );
         position += chunk.byteLength;
       }
-      await setHandleMtimeMs(handle, target.entry.lastModifiedTime);
+      const seconds = exactSeconds(target.entry.lastModifiedTime);
+      await budget.run(
+        () => futimesSync(fd, seconds, seconds),
+        () => futimesAsync(fd, seconds, seconds),
+      );
       // fsync after setting the mtime so that data and mtime are durable before the rename.
-      await handle.sync();
+      await fsyncAsync(fd);
     } finally {
-      await handle.close();
+      await budget.run(
+        () => closeSync(fd),
+        () => closeAsync(fd),
+      );
     }
     throwIfAborted(ctx.signal);
-    await rename(temp, target.absPath);
+    await budget.run(
+      () => renameSync(temp, target.absPath),
+      () => renameAsync(temp, target.absPath),
+    );
   } catch (err) {
     await rm(temp, { force: true, recursive: true }).catch(() => undefined);
     throw err;
   }
   ctx.touchedDirs.add(dir);
+}
+
+function writeAllSync(fd: number, data: Uint8Array, position: number): void {
+  for (let written = 0; written < data.byteLength; ) {
+    written += writeSync(fd, data, written, data.byteLength - written, position + written);
+  }
+}
+
+async function writeAllAsync(fd: number, data: Uint8Array, position: number): Promise<void> {
+  for (let written = 0; written < data.byteLength; ) {
+    const { bytesWritten } = await writeAsync(fd, data, written, data.byteLength - written, position + written);
+    written += bytesWritten;
+  }
 }

@@ -10,12 +10,14 @@
  * hashed, then dropped; nothing is concatenated. Whether a temp file is continued or deleted is
  * decided by the resume policy in resume-store.ts.
  */
+import { mkdirSync } from "node:fs";
 import { mkdir, open, rename, rm } from "node:fs/promises";
 import path from "node:path";
 import type { SidecarClientConfig } from "../../config/schema.js";
 import { createHasher, hashFileRange } from "../../digest/digest.js";
 import { AgentError, throwIfAborted } from "../../errors.js";
 import { setHandleMtimeMs, statOrUndefined } from "../../fs/mtime.js";
+import type { SyncBudget } from "../../fs/sync-budget.js";
 import { tempPathFor } from "../../fs/temp-name.js";
 import type { Logger } from "../../log.js";
 import type { ReadFileMessage, ReadFileTrailer, SourcePeer } from "../peer.js";
@@ -36,12 +38,17 @@ export interface TransferContext {
   readonly touchedDirs: Set<string>;
   /** Directories known to exist in this pass (ensureDirectory), so each costs one mkdir. */
   readonly knownDirs: Set<string>;
+  /** Whether small-file calls may run synchronously (sync-budget.ts); one per pass. */
+  readonly budget: SyncBudget;
 }
 
 /** mkdir -p, once per directory and pass. */
-export async function ensureDirectory(ctx: Pick<TransferContext, "knownDirs">, dir: string): Promise<void> {
+export async function ensureDirectory(ctx: Pick<TransferContext, "knownDirs" | "budget">, dir: string): Promise<void> {
   if (ctx.knownDirs.has(dir)) return;
-  await mkdir(dir, { recursive: true });
+  await ctx.budget.run(
+    () => mkdirSync(dir, { recursive: true }),
+    () => mkdir(dir, { recursive: true }),
+  );
   ctx.knownDirs.add(dir);
 }
 
@@ -246,7 +253,7 @@ export async function writeFully(handle: import("node:fs/promises").FileHandle, 
 }
 
 /** Creates an empty FILE entry with the source's mtime (temp name, then rename; no transfer). */
-export async function createEmptyFile(ctx: Pick<TransferContext, "touchedDirs" | "knownDirs">, target: SourceTarget): Promise<void> {
+export async function createEmptyFile(ctx: Pick<TransferContext, "touchedDirs" | "knownDirs" | "budget">, target: SourceTarget): Promise<void> {
   await ensureDirectory(ctx, path.dirname(target.absPath));
   const temp = tempPathFor(target.absPath);
   const handle = await open(temp, "w", 0o644);
@@ -260,6 +267,6 @@ export async function createEmptyFile(ctx: Pick<TransferContext, "touchedDirs" |
 }
 
 /** Creates a DIRECTORY entry (and missing parents). Its mtime is set by syncDirectoryTimes. */
-export async function createDirectory(ctx: Pick<TransferContext, "knownDirs">, target: SourceTarget): Promise<void> {
+export async function createDirectory(ctx: Pick<TransferContext, "knownDirs" | "budget">, target: SourceTarget): Promise<void> {
   await ensureDirectory(ctx, target.absPath);
 }

@@ -13,6 +13,7 @@ import { stat } from "node:fs/promises";
 import type { SidecarClientConfig } from "../../config/schema.js";
 import { AgentError, throwIfAborted } from "../../errors.js";
 import { listRoots } from "../../fs/list.js";
+import { SyncBudget } from "../../fs/sync-budget.js";
 import { targetPathOf } from "../../fs/temp-name.js";
 import type { InstanceContext } from "../../instance/registry.js";
 import type { Logger } from "../../log.js";
@@ -127,6 +128,7 @@ export async function runIteration(ctx: IterationContext, status: OperationStatu
       resumeMinBytes: ctx.resumeMinBytes,
       touchedDirs: new Set(),
       knownDirs: new Set(),
+      budget: new SyncBudget(),
     };
     if (plan.shortlist.length === 0) {
       await syncDirectoryTimes(transfer, sources.values());

@@ -4,6 +4,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { AgentError } from "../../../src/errors.js";
 import { mtimeMsOf } from "../../../src/fs/mtime.js";
 import { tempPathFor } from "../../../src/fs/temp-name.js";
+import { SyncBudget } from "../../../src/fs/sync-budget.js";
 import { silentLogger } from "../../../src/log.js";
 import {
   createDirectory,
@@ -41,6 +42,7 @@ async function setup(options: { resumeMinBytes?: number } = {}) {
     resumeMinBytes: options.resumeMinBytes ?? 0,
     touchedDirs: new Set(),
     knownDirs: new Set(),
+    budget: new SyncBudget(),
   };
   const status = new OperationStatus(0);
   status.toCleaning(SIZE, listing.length);
@@ -208,7 +210,7 @@ describe("empty files and directories", () => {
     expect(st.size).toBe(0n);
     expect(mtimeMsOf(st)).toBe(toc.entry.lastModifiedTime);
     const dir = [...s.targets.values()].find((t) => t.entry.fileType === "DIRECTORY")!;
-    await createDirectory({ knownDirs: new Set() }, dir);
+    await createDirectory({ knownDirs: new Set(), budget: new SyncBudget() }, dir);
     expect((await stat(dir.absPath)).isDirectory()).toBe(true);
   });
 });
