@@ -189,7 +189,15 @@ function resolveProfile(options: DatasetOptions): Profile {
   const base = PROFILES[options.profile ?? "large"];
   if (!base) throw new AgentError("InvalidArgument", `unknown dataset profile ${String(options.profile)}`);
   const p: Profile = { ...base };
-  if (options.sizeBytes !== undefined) p.size = options.sizeBytes;
+  if (options.sizeBytes !== undefined) {
+    p.size = options.sizeBytes;
+    // Commit log, hints and caches shrink with a smaller dataset, so that they never outgrow it.
+    const ratio = Math.min(1, options.sizeBytes / base.size);
+    const scaled = (bytes: number, min: number) => Math.max(min, Math.round((bytes * ratio) / 4096) * 4096);
+    p.commitlog = { ...base.commitlog, size: scaled(base.commitlog.size, 64 * KiB) };
+    p.hints = { ...base.hints, size: scaled(base.hints.size, 4 * KiB) };
+    p.keyCache = scaled(base.keyCache, 4 * KiB);
+  }
   if (options.files !== undefined) p.files = options.files;
   if (options.maxFileBytes !== undefined) p.maxFile = options.maxFileBytes;
   else if (options.sizeBytes !== undefined) p.maxFile = Math.min(p.maxFile, Math.max(64 * KiB, Math.round(p.size * 0.12)));

@@ -351,7 +351,8 @@ function isServiceError(err: unknown): err is ServiceError {
 export function fromClientError(err: unknown): AgentError {
   if (err instanceof AgentError) return err;
   if (!isServiceError(err)) return AgentError.from(err);
-  const details = err.details || err.message;
+  // grpc-js appends an empty "Resolution note: " to connection failures; operators need the cause only.
+  const details = (err.details || err.message).replace(/\s*Resolution note:\s*$/, "");
   if (err.code === GrpcStatus.INTERNAL && DROPPED_STREAM.test(details)) {
     return new AgentError("Unavailable", `peer stream dropped: ${details}`, { cause: err });
   }

@@ -89,6 +89,13 @@ describe("AgentError code <-> gRPC status", () => {
     const plain = Object.assign(new Error("read ECONNRESET"), { code: "ECONNRESET" });
     expect(fromClientError(plain).code).toBe("Unavailable");
   });
+
+  it("drops grpc-js's empty resolution note from connection failures, and keeps a real one", () => {
+    const refused = "No connection established. Last error: connect ECONNREFUSED 127.0.0.1:9044";
+    expect(fromClientError(serviceError(status.UNAVAILABLE, `${refused}. Resolution note: `)).message).toBe(`${refused}.`);
+    const dns = `${refused}. Resolution note: DNS resolution failed for peer.example`;
+    expect(fromClientError(serviceError(status.UNAVAILABLE, dns)).message).toBe(dns);
+  });
 });
 
 describe("message conversions", () => {

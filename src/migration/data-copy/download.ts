@@ -16,6 +16,7 @@
  * files stay for resuming) and the rest is not attempted. The task's next iteration, after its
  * backoff, picks everything up again.
  */
+import { setMaxListeners } from "node:events";
 import pLimit from "p-limit";
 import { AgentError } from "../../errors.js";
 import { fsyncDir } from "../../fs/atomic-file.js";
@@ -49,6 +50,8 @@ export async function downloadShortlist(
   let stoppedEarly = false;
   // The phase's own signal: aborted by the task's signal, or by a persistent transient fault.
   const phase = new AbortController();
+  // Every transfer in flight listens on it (nextOrAbort): maxConcurrency listeners is expected.
+  setMaxListeners(0, phase.signal);
   const onTaskAbort = () => phase.abort(ctx.signal.reason);
   if (ctx.signal.aborted) onTaskAbort();
   else ctx.signal.addEventListener("abort", onTaskAbort, { once: true });
