@@ -7,9 +7,11 @@ import { randomBytes } from "node:crypto";
 import { readdir, readFile, stat, writeFile } from "node:fs/promises";
 import http from "node:http";
 import path from "node:path";
+import * as grpc from "@grpc/grpc-js";
+import * as protoLoader from "@grpc/proto-loader";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { generateDataset } from "../../src/dataset/generate.js";
-import { DEST_HOST, SOURCE_HOST, sideLayout, startPair, type Pair } from "../helpers/agents.js";
+import { DEST_HOST, REPO_ROOT, SOURCE_HOST, sideLayout, startPair, type Pair } from "../helpers/agents.js";
 
 const API = "/api/v1/live-migration";
 let pair: Pair;
@@ -337,5 +339,64 @@ describe("Connect", () => {
     expect(r.status).toBe(200);
     expect(r.headers["content-type"]).toBe("application/proto");
     expect(r.body.length).toBe(0); // an empty ListDataCopyTasksResponse
+  });
+});
+
+describe("gRPC on the agent's peer_port", () => {
+  /** A client built from the .proto files alone (proto-loader), as a client in another language would be. */
+  function liveMigrationClient(authority: string) {
+    const definition = protoLoader.loadSync("livemigration/v1/live_migration.proto", {
+      includeDirs: [path.join(REPO_ROOT, "proto")],
+      keepCase: false,
+      longs: Number,
+      enums: String,
+      defaults: true,
+    });
+    const pkg = grpc.loadPackageDefinition(definition) as unknown as {
+      livemigration: { v1: { LiveMigrationService: new (address: string, creds: grpc.ChannelCredentials, options: object) => grpc.Client } };
+    };
+    return new pkg.livemigration.v1.LiveMigrationService(`${SOURCE_HOST}:${pair.peerPort}`, grpc.credentials.createInsecure(), {
+      "grpc.default_authority": authority,
+    }) as grpc.Client & Record<string, (request: object, callback: (err: grpc.ServiceError | null, response: any) => void) => void>;
+  }
+
+  const call = (client: ReturnType<typeof liveMigrationClient>, method: string, request: object = {}) =>
+    new Promise<{ err: grpc.ServiceError | null; response: any }>((resolve) => client[method]!(request, (err, response) => resolve({ err, response })));
+
+  it("serves LiveMigrationService to a client generated from the protos, picking the instance by :authority", async () => {
+    const source = liveMigrationClient(SOURCE_HOST);
+    const unrelated = liveMigrationClient("nobody.test");
+    try {
+      const status = await call(source, "getMigrationStatus");
+      expect(status.err).toBeNull();
+      const rest = (await (await fetch(`http://${SOURCE_HOST}:${pair.gatewayPort}${API}/status`)).json()) as { state: string };
+      expect(status.response.state).toBe(`MIGRATION_STATE_${rest.state}`);
+      const files = await call(source, "listFiles");
+      expect(files.err).toBeNull();
+      expect(files.response.files.length).toBe((await independentListing(pair)).length);
+      const wrongRole = await call(source, "listDataCopyTasks");
+      expect([wrongRole.err?.code, wrongRole.err?.details]).toEqual([grpc.status.NOT_FOUND, expect.any(String)]);
+      const none = await call(unrelated, "getMigrationStatus");
+      expect(none.err?.code).toBe(grpc.status.NOT_FOUND);
+    } finally {
+      source.close();
+      unrelated.close();
+    }
+  });
+
+  it("reports SERVING through grpc.health.v1.Health", async () => {
+    const definition = protoLoader.loadSync(path.join(REPO_ROOT, "node_modules/grpc-health-check/proto/health/v1/health.proto"), { defaults: true, enums: String });
+    const pkg = grpc.loadPackageDefinition(definition) as unknown as {
+      grpc: { health: { v1: { Health: new (address: string, creds: grpc.ChannelCredentials) => grpc.Client & { check: Function } } } };
+    };
+    const client = new pkg.grpc.health.v1.Health(`${DEST_HOST}:${pair.peerPort}`, grpc.credentials.createInsecure());
+    try {
+      const reply = await new Promise<{ status: string }>((resolve, reject) =>
+        client.check({ service: "" }, (err: Error | null, res: { status: string }) => (err ? reject(err) : resolve(res))),
+      );
+      expect(reply.status).toBe("SERVING");
+    } finally {
+      client.close();
+    }
   });
 });

@@ -87,6 +87,9 @@ export async function runIteration(ctx: IterationContext, status: OperationStatu
     );
     if (sourceStatus.state !== "NOT_COMPLETED") throw new AgentError("FailedPrecondition", SOURCE_COMPLETED_MESSAGE);
 
+    // The local walk runs while the source lists: neither depends on the other.
+    const localListing = listRoots(ctx.instance.roots, ctx.instance.exclusions);
+    localListing.catch(() => undefined); // awaited below; unobserved only when the source listing fails
     const listing = await withRetries(() => ctx.peer.listFiles(ctx.signal), ctx.retry, retrying("source listing")).catch(
       (err: unknown) => rethrowWith(err, `Cannot list the files of source ${ctx.sourceHost}`),
     );
@@ -94,7 +97,7 @@ export async function runIteration(ctx: IterationContext, status: OperationStatu
     move(() => status.toCleaning(totalSize, listing.length));
 
     const sources = mapSourceEntries(ctx.instance.roots, listing);
-    const local = await listRoots(ctx.instance.roots, ctx.instance.exclusions);
+    const local = await localListing;
     const temps: TempFileInfo[] = await Promise.all(
       local.tempFiles.map(async (p) => ({
         path: p,
