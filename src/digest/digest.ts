@@ -5,9 +5,11 @@
  * - XXH64: seed 0, 16 lowercase hex digits, as `xxhsum -H64` prints (the plane's integrity hash).
  */
 import { createHash } from "node:crypto";
+import { closeSync, openSync, readSync } from "node:fs";
 import { open } from "node:fs/promises";
 import xxhash from "xxhash-wasm";
 import { AgentError, throwIfAborted } from "../errors.js";
+import type { SyncBudget } from "../fs/sync-budget.js";
 import type { DigestAlgorithmName } from "../migration/types.js";
 
 const xx = await xxhash();
@@ -47,28 +49,94 @@ export function createHasher(algorithm: DigestAlgorithmName): Hasher {
 }
 
 const READ_BYTES = 1 << 20;
+/**
+ * digestFile reads a file expected to be at most this big whole, with synchronous calls, while
+ * its SyncBudget allows; bigger files go through the thread pool a chunk at a time, where a
+ * round trip per MiB costs little against hashing it.
+ */
+export const SYNC_DIGEST_MAX_BYTES = 1 << 20;
+
+export interface DigestFileOptions {
+  /** Digest bytes [0, end) only (default: the whole file). */
+  readonly end?: number;
+  readonly signal?: AbortSignal;
+  /**
+   * Lets a small whole-file digest run synchronously (sync-budget.ts): one budget per stream
+   * of files, never shared by streams that run at the same time.
+   */
+  readonly budget?: SyncBudget;
+  /** The size the caller expects (from a listing or a stat); only picks the read strategy and buffer size. */
+  readonly sizeHint?: number;
+}
 
 /**
- * Digests bytes [0, end) of a file, reading 1 MiB at a time (default: the whole file).
+ * Digests bytes [0, end) of a file (default: the whole file). The content read is what is
+ * hashed whatever `sizeHint` says: a file that grew or shrank is read to its actual end.
  * @throws AgentError NotFound if the file is missing, Cancelled if the signal aborts.
  */
-export async function digestFile(
-  path: string,
-  algorithm: DigestAlgorithmName,
-  options: { end?: number; signal?: AbortSignal } = {},
-): Promise<string> {
+export async function digestFile(path: string, algorithm: DigestAlgorithmName, options: DigestFileOptions = {}): Promise<string> {
+  const { end, signal, budget, sizeHint } = options;
   const hasher = createHasher(algorithm);
-  await hashFileRange(path, [hasher], 0, options.end, options.signal);
+  if (budget?.fast && end === undefined && sizeHint !== undefined && sizeHint <= SYNC_DIGEST_MAX_BYTES) {
+    throwIfAborted(signal);
+    // Only the filesystem calls are charged: hashing is CPU work however the file was read.
+    const started = performance.now();
+    let tail: Buffer;
+    try {
+      tail = readWholeSync(path, sizeHint, hasher);
+    } finally {
+      await budget.charge(started);
+    }
+    hasher.update(tail);
+  } else {
+    await hashFileRange(path, [hasher], 0, end, signal, sizeHint);
+  }
   return hasher.digest();
 }
 
-/** Feeds bytes [start, end) of a file to every hasher (end: EOF when undefined). */
+/**
+ * Reads a whole file with synchronous calls (open, read until a read returns 0, close) into a
+ * buffer of the expected size, and returns what the hasher has not been fed yet: all of it
+ * unless the file is bigger than expected, when each full buffer goes to the hasher first.
+ */
+function readWholeSync(path: string, sizeHint: number, hasher: Hasher): Buffer {
+  let fd: number;
+  try {
+    fd = openSync(path, "r");
+  } catch (err) {
+    throw AgentError.from(err);
+  }
+  try {
+    // One byte over the expected size: the read that finds the end must not be one of length 0.
+    const buffer = Buffer.allocUnsafe(Math.max(0, sizeHint) + 1);
+    let length = 0;
+    for (;;) {
+      if (length === buffer.length) {
+        hasher.update(buffer);
+        length = 0;
+      }
+      const bytesRead = readSync(fd, buffer, length, buffer.length - length, null);
+      if (bytesRead === 0) return buffer.subarray(0, length);
+      length += bytesRead;
+    }
+  } catch (err) {
+    throw AgentError.from(err);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * Feeds bytes [start, end) of a file to every hasher (end: EOF when undefined), reading up to
+ * 1 MiB at a time into one buffer sized to the range, or to `sizeHint` when the end is unknown.
+ */
 export async function hashFileRange(
   path: string,
   hashers: readonly Hasher[],
   start: number,
   end: number | undefined,
   signal?: AbortSignal,
+  sizeHint?: number,
 ): Promise<void> {
   let handle;
   try {
@@ -77,12 +145,14 @@ export async function hashFileRange(
     throw AgentError.from(err);
   }
   try {
-    // Sized to the range when it is known: most SSTable components are far smaller than 1 MiB.
-    const buffer = Buffer.allocUnsafe(end === undefined ? READ_BYTES : Math.max(1, Math.min(READ_BYTES, end - start)));
+    // Sized to the range, or to the hint, when known: most SSTable components are far smaller
+    // than 1 MiB. One byte over the hint, so that the read that finds the end is not one of length 0.
+    const expected = end !== undefined ? end - start : sizeHint !== undefined ? sizeHint - start + 1 : READ_BYTES;
+    const buffer = Buffer.allocUnsafe(Math.max(1, Math.min(READ_BYTES, expected)));
     let position = start;
     for (;;) {
       throwIfAborted(signal);
-      const want = end === undefined ? READ_BYTES : Math.min(READ_BYTES, end - position);
+      const want = end === undefined ? buffer.length : Math.min(buffer.length, end - position);
       if (want <= 0) break;
       const { bytesRead } = await handle.read(buffer, 0, want, position);
       if (bytesRead === 0) break;

@@ -1,4 +1,5 @@
 /** Millisecond-exact file times. */
+import { statSync, type BigIntStats } from "node:fs";
 import { stat, utimes, type FileHandle } from "node:fs/promises";
 
 /**
@@ -32,6 +33,16 @@ export function mtimeMsOf(stats: { mtimeNs: bigint }): number {
 export async function statOrUndefined(path: string) {
   try {
     return await stat(path, { bigint: true });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT" || (err as NodeJS.ErrnoException).code === "ENOTDIR") return undefined;
+    throw err;
+  }
+}
+
+/** statOrUndefined with a synchronous call (sync-budget.ts). */
+export function statOrUndefinedSync(path: string): BigIntStats | undefined {
+  try {
+    return statSync(path, { bigint: true });
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === "ENOENT" || (err as NodeJS.ErrnoException).code === "ENOTDIR") return undefined;
     throw err;

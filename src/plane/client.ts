@@ -24,7 +24,7 @@ import {
   fromInstanceFile,
   fromMigrationStatus,
   fromReadFileResponse,
-  fromReadFilesResponse,
+  fromReadFilesPiece,
   toDigestAlgorithm,
   toReadFileRequest,
 } from "./wire.js";
@@ -177,12 +177,13 @@ export function connectSourcePeer(options: SourcePeerOptions): SourcePeer {
     async *readFiles(requests: readonly ReadFileRequest[], signal?: AbortSignal): AsyncGenerator<BatchReadMessage> {
       const client = clients[nextClient++ % clients.length]!;
       const request = create(ReadFilesRequestSchema, { files: requests.map(toReadFileRequest) });
-      for await (const message of serverStream(client, METHODS.readFiles, request, signal)) {
-        const converted = fromReadFilesResponse(message);
-        if (converted.index < 0 || converted.index >= requests.length) {
-          throw new AgentError("DataLoss", `ReadFiles sent a message for file ${converted.index} of ${requests.length}`);
+      for await (const response of serverStream(client, METHODS.readFiles, request, signal)) {
+        for (const piece of response.pieces) {
+          if (piece.index < 0 || piece.index >= requests.length) {
+            throw new AgentError("DataLoss", `ReadFiles sent a piece of file ${piece.index} of ${requests.length}`);
+          }
+          yield* fromReadFilesPiece(piece);
         }
-        yield converted;
       }
     },
 

@@ -7,16 +7,19 @@
  */
 import { closeSync, fstatSync, openSync, readSync } from "node:fs";
 import { open, type FileHandle } from "node:fs/promises";
-import type { MessageInitShape } from "@bufbuild/protobuf";
+import { setImmediate as setImmediatePromise } from "node:timers/promises";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
-import type {
-  DigestFilesResponse,
-  PeerService,
-  PeerServiceListFilesResponseSchema,
-  ReadFileResponse,
-  ReadFilesResponse,
+import {
+  type DigestFilesResponse,
+  type PeerService,
+  type PeerServiceListFilesResponseSchema,
+  type ReadFileResponse,
+  type ReadFilesPiece,
+  type ReadFilesResponse,
+  ReadFilesResponseSchema,
 } from "../../gen/livemigration/v1/peer_pb.js";
-import { createHasher, hashFileRange, type Hasher } from "../digest/digest.js";
+import { createHasher, digestFile, type Hasher } from "../digest/digest.js";
 import { AgentError, throwIfAborted } from "../errors.js";
 import { listRoots, toFileEntry } from "../fs/list.js";
 import { mtimeMsOf } from "../fs/mtime.js";
@@ -34,7 +37,7 @@ import {
   toInstanceFile,
   toReadFileData,
   toReadFileTrailer,
-  toReadFilesResponse,
+  toReadFilesPiece,
 } from "./wire.js";
 
 /** Bytes per ReadFile data message (1 MiB), well under the 64 MiB message limit. */
@@ -45,6 +48,8 @@ export const READ_FILES_MAX_FILES = 4096;
 const READ_AHEAD_FILES = 16;
 /** …and at most this many of their bytes (each file counts its size, up to one chunk). */
 const READ_AHEAD_BYTES = 4 << 20;
+/** A ReadFiles message packs ready files until it carries this much data (one chunk). */
+const PACK_BYTES = READ_CHUNK_BYTES;
 /** ReadFiles reads files up to this size whole, synchronously while that stays cheap (sync-budget.ts). */
 const SYNC_READ_MAX_BYTES = 64 << 10;
 /** Listing entries per ListFiles message. */
@@ -264,15 +269,17 @@ async function readWholeSync(instance: InstanceContext, request: ReadFileRequest
 /**
  * The messages of a ReadFiles stream: each file's ReadFile messages (or its error) in request
  * order, while up to READ_AHEAD_FILES following files (READ_AHEAD_BYTES) are already being read,
- * so small files cost no round trip of their own. Files still open ahead when the stream ends
- * early are closed before this generator returns.
+ * so small files cost no round trip of their own. Files that are ready are packed into one
+ * message up to PACK_BYTES of data; a message goes out as soon as the next file is not ready
+ * yet, so packing never delays a byte. Files still open ahead when the stream ends early are
+ * closed before this generator returns.
  */
 async function* readFilesAhead(
   instance: InstanceContext,
   requests: readonly ReadFileRequest[],
   signal: AbortSignal,
 ): AsyncGenerator<ReadFilesResponse> {
-  const pending: { index: number; cost: number; file: Promise<ReadAhead> }[] = [];
+  const pending: { index: number; cost: number; file: Promise<ReadAhead>; ready: boolean }[] = [];
   const budget = new SyncBudget();
   let nextIndex = 0;
   let aheadBytes = 0;
@@ -282,10 +289,34 @@ async function* readFilesAhead(
       const cost = request.expectedSize < 0 ? READ_CHUNK_BYTES : Math.min(request.expectedSize, READ_CHUNK_BYTES);
       const readsWholeSync = budget.fast && request.offset === 0 && request.expectedSize >= 0 && request.expectedSize <= SYNC_READ_MAX_BYTES;
       const file = readsWholeSync ? readWholeSync(instance, request, budget) : readAhead(readFileChunks(instance, request, signal));
-      pending.push({ index: nextIndex, cost, file });
+      const entry = { index: nextIndex, cost, file, ready: false };
+      void file.then(() => (entry.ready = true));
+      pending.push(entry);
       aheadBytes += cost;
       nextIndex++;
     }
+  };
+  let pieces: ReadFilesPiece[] = [];
+  let packedBytes = 0;
+  const add = (index: number, message: ReadFileResponse | AgentError) => {
+    const piece = toReadFilesPiece(index, message, pieces.at(-1));
+    if (!piece) return;
+    pieces.push(piece);
+    packedBytes += piece.data.byteLength;
+  };
+  // Whether the next file is read by the time pending I/O callbacks have run (sync reads resolve
+  // within microtasks); false at the end of the request.
+  const nextIsReady = async (): Promise<boolean> => {
+    const next = pending[0];
+    if (!next) return false;
+    if (next.ready) return true;
+    return Promise.race([next.file.then(() => true), setImmediatePromise(false)]);
+  };
+  const take = (): ReadFilesResponse => {
+    const response = create(ReadFilesResponseSchema, { pieces });
+    pieces = [];
+    packedBytes = 0;
+    return response;
   };
   try {
     fill();
@@ -295,16 +326,21 @@ async function* readFilesAhead(
       aheadBytes -= cost;
       fill();
       throwIfAborted(signal);
-      for (const message of head) yield toReadFilesResponse(index, message);
-      if (error) yield toReadFilesResponse(index, error);
+      for (const message of head) add(index, message);
+      if (error) add(index, error);
       if (rest) {
+        yield take();
         try {
-          for await (const message of rest) yield toReadFilesResponse(index, message);
+          for await (const message of rest) {
+            add(index, message);
+            yield take();
+          }
         } catch (err) {
           throwIfAborted(signal);
-          yield toReadFilesResponse(index, AgentError.from(err));
+          add(index, AgentError.from(err));
         }
       }
+      if (pieces.length > 0 && (packedBytes >= PACK_BYTES || !(await nextIsReady()))) yield take();
     }
   } finally {
     await Promise.all(pending.map(({ file }) => file.then((f) => f.rest?.return(undefined)).catch(() => undefined)));
@@ -349,23 +385,28 @@ async function acquirePermit(limiter: RequestLimiter, waitMs: number, signal: Ab
   }
 }
 
-/** Digest of one file; failures become the result's error (never thrown). */
+/**
+ * Digest of one file; failures become the result's error (never thrown). The path checks and a
+ * small file's reads run synchronously while `budget` allows (sync-budget.ts).
+ */
 async function digestOne(
   instance: InstanceContext,
   algorithm: DigestAlgorithmName,
   fileUrl: string,
   limiter: RequestLimiter,
   permitWaitMs: number,
+  budget: SyncBudget,
   signal: AbortSignal,
 ): Promise<DigestResult> {
   try {
     const resolved = resolveFileUrl(instance.roots, fileUrl);
     const release = await acquirePermit(limiter, permitWaitMs, signal);
     try {
-      const file = await resolveReadableFile(resolved, instance.exclusions);
-      const hasher = createHasher(algorithm);
-      await hashFileRange(file.realPath, [hasher], 0, undefined, signal);
-      return { fileUrl, digest: hasher.digest() };
+      const file = await budget.run(
+        () => resolveReadableFileSync(resolved, instance.exclusions),
+        () => resolveReadableFile(resolved, instance.exclusions),
+      );
+      return { fileUrl, digest: await digestFile(file.realPath, algorithm, { signal, budget, sizeHint: file.size }) };
     } finally {
       release();
     }
@@ -393,11 +434,12 @@ async function* digestAll(
   signal.addEventListener("abort", onAbort, { once: true });
   const ready: DigestResult[] = [];
   let wake: (() => void) | undefined;
+  const budget = new SyncBudget();
   let next = 0;
   const worker = async () => {
     while (next < fileUrls.length && !stop.signal.aborted) {
       const fileUrl = fileUrls[next++]!;
-      const result = await digestOne(instance, algorithm, fileUrl, limiter, permitWaitMs, stop.signal);
+      const result = await digestOne(instance, algorithm, fileUrl, limiter, permitWaitMs, budget, stop.signal);
       if (stop.signal.aborted) return;
       ready.push(result);
       wake?.();

@@ -18,8 +18,8 @@ import {
   ReadFileRequestSchema,
   type ReadFileResponse,
   ReadFileResponseSchema,
-  type ReadFilesResponse,
-  ReadFilesResponseSchema,
+  type ReadFilesPiece,
+  ReadFilesPieceSchema,
 } from "../../gen/livemigration/v1/peer_pb.js";
 import { AgentError, type ErrorCode } from "../errors.js";
 import type { BatchReadMessage, DigestResult, ReadFileMessage, ReadFileRequest, ReadFileTrailer } from "../migration/peer.js";
@@ -123,44 +123,47 @@ export function fromReadFileResponse(message: ReadFileResponse): ReadFileMessage
   }
 }
 
-/** A ReadFile message (or a per-file failure) as part of a ReadFiles stream. */
-export function toReadFilesResponse(index: number, message: ReadFileResponse | AgentError): ReadFilesResponse {
+/**
+ * A ReadFile message (or a per-file failure) as a piece of a ReadFiles stream. A trailer joins
+ * `previous` when that is the same file's last data piece, so a small file takes one piece.
+ * @returns the new piece, or undefined when the message went into `previous`.
+ */
+export function toReadFilesPiece(index: number, message: ReadFileResponse | AgentError, previous?: ReadFilesPiece): ReadFilesPiece | undefined {
   if (message instanceof AgentError) {
-    return create(ReadFilesResponseSchema, {
-      index,
-      payload: { case: "error", value: { code: grpcStatusOf(message.code), message: message.message } },
-    });
+    return create(ReadFilesPieceSchema, { index, error: { code: grpcStatusOf(message.code), message: message.message } });
   }
   switch (message.payload.case) {
     case "data":
-      return create(ReadFilesResponseSchema, { index, payload: { case: "data", value: message.payload.value } });
+      return create(ReadFilesPieceSchema, { index, data: message.payload.value });
     case "trailer":
-      return create(ReadFilesResponseSchema, { index, payload: { case: "trailer", value: message.payload.value } });
+      if (previous && previous.index === index && !previous.trailer && !previous.error) {
+        previous.trailer = message.payload.value;
+        return undefined;
+      }
+      return create(ReadFilesPieceSchema, { index, trailer: message.payload.value });
     case undefined:
       throw new AgentError("Internal", "ReadFile message without data or trailer");
   }
 }
 
 /**
- * Wire ReadFiles message → domain message.
- * @throws AgentError DataLoss when the message carries no payload.
+ * Wire ReadFiles piece → domain messages: its data (if any), then its trailer or error.
+ * @throws AgentError DataLoss for a piece with both a trailer and an error, or with nothing.
  */
-export function fromReadFilesResponse(message: ReadFilesResponse): BatchReadMessage {
-  const { index, payload } = message;
-  switch (payload.case) {
-    case "data":
-      return { index, data: payload.value };
-    case "trailer": {
-      const t = payload.value;
-      return { index, trailer: { xxh64: t.xxh64, size: Number(t.size), lastModifiedTime: Number(t.lastModifiedTime) } };
-    }
-    case "error": {
-      const code = payload.value.code === GrpcStatus.OK ? "Internal" : errorCodeOf(payload.value.code);
-      return { index, error: new AgentError(code, payload.value.message || "read failed") };
-    }
-    case undefined:
-      throw new AgentError("DataLoss", "ReadFiles message without data, trailer or error");
+export function fromReadFilesPiece(piece: ReadFilesPiece): BatchReadMessage[] {
+  const { index, data, trailer, error } = piece;
+  if (trailer && error) throw new AgentError("DataLoss", `ReadFiles piece of file ${index} has both a trailer and an error`);
+  const out: BatchReadMessage[] = [];
+  if (data.byteLength > 0) out.push({ index, data });
+  if (trailer) {
+    out.push({ index, trailer: { xxh64: trailer.xxh64, size: Number(trailer.size), lastModifiedTime: Number(trailer.lastModifiedTime) } });
+  } else if (error) {
+    const code = error.code === GrpcStatus.OK ? "Internal" : errorCodeOf(error.code);
+    out.push({ index, error: new AgentError(code, error.message || "read failed") });
+  } else if (out.length === 0) {
+    throw new AgentError("DataLoss", `ReadFiles piece of file ${index} carries nothing`);
   }
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------------

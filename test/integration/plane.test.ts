@@ -27,6 +27,7 @@ import {
   MarkMigrationCompletedRequestSchema,
   MigrationState,
 } from "../../gen/livemigration/v1/live_migration_pb.js";
+import { PeerService, ReadFilesRequestSchema, type ReadFilesResponse } from "../../gen/livemigration/v1/peer_pb.js";
 import type { Config, InstanceConfig } from "../../src/config/schema.js";
 import { generateDataset } from "../../src/dataset/generate.js";
 import { createHasher } from "../../src/digest/digest.js";
@@ -450,6 +451,32 @@ describe("PeerService.ReadFiles", () => {
     expect(limiter.active).toBe(1);
     await iterator.return?.();
     await waitFor(() => limiter.active === 0, 1_000);
+  });
+
+  it("packs small files into messages of about 1 MiB, one piece per small file", async () => {
+    const small = listing.filter((e) => e.fileType === "FILE" && e.size > 0 && e.size < 64 * 1024);
+    expect(small.length).toBeGreaterThan(50);
+    const client = rawClient();
+    try {
+      const method = methodDefinition(PeerService.method.readFiles);
+      const request = create(ReadFilesRequestSchema, {
+        files: small.map((e) => ({ fileUrl: e.fileUrl, offset: 0n, expectedSize: BigInt(e.size), expectedLastModifiedTime: BigInt(e.lastModifiedTime) })),
+      });
+      const responses: ReadFilesResponse[] = [];
+      await new Promise<void>((resolve, reject) => {
+        const call = client.makeServerStreamRequest(method.path, method.requestSerialize, method.responseDeserialize, request);
+        call.on("data", (r: ReadFilesResponse) => responses.push(r));
+        call.on("error", reject);
+        call.on("end", resolve);
+      });
+      const pieces = responses.flatMap((r) => r.pieces);
+      expect(pieces.map((p) => p.index)).toEqual(small.map((_, i) => i));
+      expect(pieces.every((p) => p.trailer !== undefined && p.data.byteLength === small[p.index]!.size)).toBe(true);
+      expect(responses.length).toBeLessThan(small.length / 4);
+      for (const r of responses) expect(r.pieces.reduce((n, p) => n + p.data.byteLength, 0)).toBeLessThan(MiB + 64 * 1024);
+    } finally {
+      client.close();
+    }
   });
 
   it("refuses more than 4096 files with InvalidArgument", async () => {

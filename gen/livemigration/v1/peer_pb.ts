@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file livemigration/v1/peer.proto.
  */
 export const file_livemigration_v1_peer: GenFile = /*@__PURE__*/
-  fileDesc("ChtsaXZlbWlncmF0aW9uL3YxL3BlZXIucHJvdG8SEGxpdmVtaWdyYXRpb24udjEiHQobUGVlclNlcnZpY2VMaXN0RmlsZXNSZXF1ZXN0Ik0KHFBlZXJTZXJ2aWNlTGlzdEZpbGVzUmVzcG9uc2USLQoFZmlsZXMYASADKAsyHi5saXZlbWlncmF0aW9uLnYxLkluc3RhbmNlRmlsZSJvCg9SZWFkRmlsZVJlcXVlc3QSEAoIZmlsZV91cmwYASABKAkSDgoGb2Zmc2V0GAIgASgDEhUKDWV4cGVjdGVkX3NpemUYAyABKAMSIwobZXhwZWN0ZWRfbGFzdF9tb2RpZmllZF90aW1lGAQgASgDImMKEFJlYWRGaWxlUmVzcG9uc2USDgoEZGF0YRgBIAEoDEgAEjQKB3RyYWlsZXIYAiABKAsyIS5saXZlbWlncmF0aW9uLnYxLlJlYWRGaWxlVHJhaWxlckgAQgkKB3BheWxvYWQiSgoPUmVhZEZpbGVUcmFpbGVyEg0KBXh4aDY0GAEgASgJEgwKBHNpemUYAiABKAMSGgoSbGFzdF9tb2RpZmllZF90aW1lGAMgASgDIkQKEFJlYWRGaWxlc1JlcXVlc3QSMAoFZmlsZXMYASADKAsyIS5saXZlbWlncmF0aW9uLnYxLlJlYWRGaWxlUmVxdWVzdCKmAQoRUmVhZEZpbGVzUmVzcG9uc2USDQoFaW5kZXgYASABKAUSDgoEZGF0YRgCIAEoDEgAEjQKB3RyYWlsZXIYAyABKAsyIS5saXZlbWlncmF0aW9uLnYxLlJlYWRGaWxlVHJhaWxlckgAEjEKBWVycm9yGAQgASgLMiAubGl2ZW1pZ3JhdGlvbi52MS5SZWFkRmlsZXNFcnJvckgAQgkKB3BheWxvYWQiLwoOUmVhZEZpbGVzRXJyb3ISDAoEY29kZRgBIAEoBRIPCgdtZXNzYWdlGAIgASgJInYKEkRpZ2VzdEZpbGVzUmVxdWVzdBI0CglhbGdvcml0aG0YASABKA4yIS5saXZlbWlncmF0aW9uLnYxLkRpZ2VzdEFsZ29yaXRobRIRCglmaWxlX3VybHMYAiADKAkSFwoPbWF4X2NvbmN1cnJlbmN5GAMgASgFImIKE0RpZ2VzdEZpbGVzUmVzcG9uc2USEAoIZmlsZV91cmwYASABKAkSDgoGZGlnZXN0GAIgASgJEhIKCmVycm9yX2NvZGUYAyABKAUSFQoNZXJyb3JfbWVzc2FnZRgEIAEoCTKGAwoLUGVlclNlcnZpY2USbAoJTGlzdEZpbGVzEi0ubGl2ZW1pZ3JhdGlvbi52MS5QZWVyU2VydmljZUxpc3RGaWxlc1JlcXVlc3QaLi5saXZlbWlncmF0aW9uLnYxLlBlZXJTZXJ2aWNlTGlzdEZpbGVzUmVzcG9uc2UwARJTCghSZWFkRmlsZRIhLmxpdmVtaWdyYXRpb24udjEuUmVhZEZpbGVSZXF1ZXN0GiIubGl2ZW1pZ3JhdGlvbi52MS5SZWFkRmlsZVJlc3BvbnNlMAESVgoJUmVhZEZpbGVzEiIubGl2ZW1pZ3JhdGlvbi52MS5SZWFkRmlsZXNSZXF1ZXN0GiMubGl2ZW1pZ3JhdGlvbi52MS5SZWFkRmlsZXNSZXNwb25zZTABElwKC0RpZ2VzdEZpbGVzEiQubGl2ZW1pZ3JhdGlvbi52MS5EaWdlc3RGaWxlc1JlcXVlc3QaJS5saXZlbWlncmF0aW9uLnYxLkRpZ2VzdEZpbGVzUmVzcG9uc2UwAWIGcHJvdG8z", [file_livemigration_v1_common]);
+  fileDesc("ChtsaXZlbWlncmF0aW9uL3YxL3BlZXIucHJvdG8SEGxpdmVtaWdyYXRpb24udjEiHQobUGVlclNlcnZpY2VMaXN0RmlsZXNSZXF1ZXN0Ik0KHFBlZXJTZXJ2aWNlTGlzdEZpbGVzUmVzcG9uc2USLQoFZmlsZXMYASADKAsyHi5saXZlbWlncmF0aW9uLnYxLkluc3RhbmNlRmlsZSJvCg9SZWFkRmlsZVJlcXVlc3QSEAoIZmlsZV91cmwYASABKAkSDgoGb2Zmc2V0GAIgASgDEhUKDWV4cGVjdGVkX3NpemUYAyABKAMSIwobZXhwZWN0ZWRfbGFzdF9tb2RpZmllZF90aW1lGAQgASgDImMKEFJlYWRGaWxlUmVzcG9uc2USDgoEZGF0YRgBIAEoDEgAEjQKB3RyYWlsZXIYAiABKAsyIS5saXZlbWlncmF0aW9uLnYxLlJlYWRGaWxlVHJhaWxlckgAQgkKB3BheWxvYWQiSgoPUmVhZEZpbGVUcmFpbGVyEg0KBXh4aDY0GAEgASgJEgwKBHNpemUYAiABKAMSGgoSbGFzdF9tb2RpZmllZF90aW1lGAMgASgDIkQKEFJlYWRGaWxlc1JlcXVlc3QSMAoFZmlsZXMYASADKAsyIS5saXZlbWlncmF0aW9uLnYxLlJlYWRGaWxlUmVxdWVzdCJFChFSZWFkRmlsZXNSZXNwb25zZRIwCgZwaWVjZXMYASADKAsyIC5saXZlbWlncmF0aW9uLnYxLlJlYWRGaWxlc1BpZWNlIpIBCg5SZWFkRmlsZXNQaWVjZRINCgVpbmRleBgBIAEoBRIMCgRkYXRhGAIgASgMEjIKB3RyYWlsZXIYAyABKAsyIS5saXZlbWlncmF0aW9uLnYxLlJlYWRGaWxlVHJhaWxlchIvCgVlcnJvchgEIAEoCzIgLmxpdmVtaWdyYXRpb24udjEuUmVhZEZpbGVzRXJyb3IiLwoOUmVhZEZpbGVzRXJyb3ISDAoEY29kZRgBIAEoBRIPCgdtZXNzYWdlGAIgASgJInYKEkRpZ2VzdEZpbGVzUmVxdWVzdBI0CglhbGdvcml0aG0YASABKA4yIS5saXZlbWlncmF0aW9uLnYxLkRpZ2VzdEFsZ29yaXRobRIRCglmaWxlX3VybHMYAiADKAkSFwoPbWF4X2NvbmN1cnJlbmN5GAMgASgFImIKE0RpZ2VzdEZpbGVzUmVzcG9uc2USEAoIZmlsZV91cmwYASABKAkSDgoGZGlnZXN0GAIgASgJEhIKCmVycm9yX2NvZGUYAyABKAUSFQoNZXJyb3JfbWVzc2FnZRgEIAEoCTKGAwoLUGVlclNlcnZpY2USbAoJTGlzdEZpbGVzEi0ubGl2ZW1pZ3JhdGlvbi52MS5QZWVyU2VydmljZUxpc3RGaWxlc1JlcXVlc3QaLi5saXZlbWlncmF0aW9uLnYxLlBlZXJTZXJ2aWNlTGlzdEZpbGVzUmVzcG9uc2UwARJTCghSZWFkRmlsZRIhLmxpdmVtaWdyYXRpb24udjEuUmVhZEZpbGVSZXF1ZXN0GiIubGl2ZW1pZ3JhdGlvbi52MS5SZWFkRmlsZVJlc3BvbnNlMAESVgoJUmVhZEZpbGVzEiIubGl2ZW1pZ3JhdGlvbi52MS5SZWFkRmlsZXNSZXF1ZXN0GiMubGl2ZW1pZ3JhdGlvbi52MS5SZWFkRmlsZXNSZXNwb25zZTABElwKC0RpZ2VzdEZpbGVzEiQubGl2ZW1pZ3JhdGlvbi52MS5EaWdlc3RGaWxlc1JlcXVlc3QaJS5saXZlbWlncmF0aW9uLnYxLkRpZ2VzdEZpbGVzUmVzcG9uc2UwAWIGcHJvdG8z", [file_livemigration_v1_common]);
 
 /**
  * @generated from message livemigration.v1.PeerServiceListFilesRequest
@@ -178,40 +178,11 @@ export const ReadFilesRequestSchema: GenMessage<ReadFilesRequest> = /*@__PURE__*
  */
 export type ReadFilesResponse = Message<"livemigration.v1.ReadFilesResponse"> & {
   /**
-   * Position in ReadFilesRequest.files of the file this message belongs to.
+   * Consecutive pieces of the stream, in order: several small files fit whole in one message.
    *
-   * @generated from field: int32 index = 1;
+   * @generated from field: repeated livemigration.v1.ReadFilesPiece pieces = 1;
    */
-  index: number;
-
-  /**
-   * @generated from oneof livemigration.v1.ReadFilesResponse.payload
-   */
-  payload: {
-    /**
-     * The next bytes of the file, at most 1 MiB.
-     *
-     * @generated from field: bytes data = 2;
-     */
-    value: Uint8Array;
-    case: "data";
-  } | {
-    /**
-     * Last message of a file that was sent whole.
-     *
-     * @generated from field: livemigration.v1.ReadFileTrailer trailer = 3;
-     */
-    value: ReadFileTrailer;
-    case: "trailer";
-  } | {
-    /**
-     * Why the file was not sent (or not sent whole); it ends that file.
-     *
-     * @generated from field: livemigration.v1.ReadFilesError error = 4;
-     */
-    value: ReadFilesError;
-    case: "error";
-  } | { case: undefined; value?: undefined };
+  pieces: ReadFilesPiece[];
 };
 
 /**
@@ -220,6 +191,49 @@ export type ReadFilesResponse = Message<"livemigration.v1.ReadFilesResponse"> & 
  */
 export const ReadFilesResponseSchema: GenMessage<ReadFilesResponse> = /*@__PURE__*/
   messageDesc(file_livemigration_v1_peer, 6);
+
+/**
+ * Part of one file of a ReadFiles stream. A file's pieces come in order, are not interleaved
+ * with another file's, and end with the piece that carries its trailer or its error.
+ *
+ * @generated from message livemigration.v1.ReadFilesPiece
+ */
+export type ReadFilesPiece = Message<"livemigration.v1.ReadFilesPiece"> & {
+  /**
+   * Position in ReadFilesRequest.files of the file.
+   *
+   * @generated from field: int32 index = 1;
+   */
+  index: number;
+
+  /**
+   * The file's next bytes (at most 1 MiB); may be empty.
+   *
+   * @generated from field: bytes data = 2;
+   */
+  data: Uint8Array;
+
+  /**
+   * Set on the last piece of a file sent whole.
+   *
+   * @generated from field: livemigration.v1.ReadFileTrailer trailer = 3;
+   */
+  trailer?: ReadFileTrailer | undefined;
+
+  /**
+   * Set instead of a trailer when the file was not sent (or not sent whole): the file alone failed.
+   *
+   * @generated from field: livemigration.v1.ReadFilesError error = 4;
+   */
+  error?: ReadFilesError | undefined;
+};
+
+/**
+ * Describes the message livemigration.v1.ReadFilesPiece.
+ * Use `create(ReadFilesPieceSchema)` to create a new message.
+ */
+export const ReadFilesPieceSchema: GenMessage<ReadFilesPiece> = /*@__PURE__*/
+  messageDesc(file_livemigration_v1_peer, 7);
 
 /**
  * @generated from message livemigration.v1.ReadFilesError
@@ -243,7 +257,7 @@ export type ReadFilesError = Message<"livemigration.v1.ReadFilesError"> & {
  * Use `create(ReadFilesErrorSchema)` to create a new message.
  */
 export const ReadFilesErrorSchema: GenMessage<ReadFilesError> = /*@__PURE__*/
-  messageDesc(file_livemigration_v1_peer, 7);
+  messageDesc(file_livemigration_v1_peer, 8);
 
 /**
  * @generated from message livemigration.v1.DigestFilesRequest
@@ -274,7 +288,7 @@ export type DigestFilesRequest = Message<"livemigration.v1.DigestFilesRequest"> 
  * Use `create(DigestFilesRequestSchema)` to create a new message.
  */
 export const DigestFilesRequestSchema: GenMessage<DigestFilesRequest> = /*@__PURE__*/
-  messageDesc(file_livemigration_v1_peer, 8);
+  messageDesc(file_livemigration_v1_peer, 9);
 
 /**
  * @generated from message livemigration.v1.DigestFilesResponse
@@ -310,7 +324,7 @@ export type DigestFilesResponse = Message<"livemigration.v1.DigestFilesResponse"
  * Use `create(DigestFilesResponseSchema)` to create a new message.
  */
 export const DigestFilesResponseSchema: GenMessage<DigestFilesResponse> = /*@__PURE__*/
-  messageDesc(file_livemigration_v1_peer, 9);
+  messageDesc(file_livemigration_v1_peer, 10);
 
 /**
  * @generated from service livemigration.v1.PeerService
@@ -342,10 +356,11 @@ export const PeerService: GenService<{
   },
   /**
    * Many files over one stream, for small files: one round trip per batch instead of one per
-   * file, with the source reading a few files ahead. Files come in request order; for each,
-   * its data messages then its trailer, or one error that fails that file alone (the stream
-   * goes on). Each file gets ReadFile's checks and errors. At most 4096 files per request
-   * (INVALID_ARGUMENT otherwise); the whole stream holds one max_concurrent_file_requests permit.
+   * file, with the source reading a few files ahead and packing small files together into
+   * messages of up to about 1 MiB. Files come in request order; for each, its data then its
+   * trailer, or an error that fails that file alone (the stream goes on). Each file gets
+   * ReadFile's checks and errors. At most 4096 files per request (INVALID_ARGUMENT otherwise);
+   * the whole stream holds one max_concurrent_file_requests permit.
    *
    * @generated from rpc livemigration.v1.PeerService.ReadFiles
    */

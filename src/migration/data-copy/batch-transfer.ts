@@ -22,7 +22,7 @@ import { AgentError, throwIfAborted } from "../../errors.js";
 import { exactSeconds } from "../../fs/mtime.js";
 import { tempPathFor } from "../../fs/temp-name.js";
 import type { BatchReadMessage } from "../peer.js";
-import { ensureDirectory, nextOrAbort, type FileOutcome, type TransferContext, type TransferProgress } from "./file-transfer.js";
+import { abortable, ensureDirectory, type FileOutcome, type TransferContext, type TransferProgress } from "./file-transfer.js";
 import type { SourceTarget } from "./plan.js";
 
 /** Files no bigger than this (one ReadFile chunk) may go in a batch. */
@@ -107,23 +107,19 @@ export async function downloadBatch(ctx: TransferContext, batch: readonly Source
     batch.map((t) => ({ fileUrl: t.entry.fileUrl, offset: 0, expectedSize: t.entry.size, expectedLastModifiedTime: t.entry.lastModifiedTime })),
     ctx.signal,
   );
-  const iterator = stream[Symbol.asyncIterator]();
-  let done = false;
+  const messages = abortable(stream, ctx.signal);
   try {
     for (;;) {
       let next: IteratorResult<BatchReadMessage>;
       try {
-        next = await nextOrAbort(iterator, ctx.signal);
+        next = await messages.next();
       } catch (err) {
         if (ctx.signal.aborted) throw err;
         // The stream broke: whatever it did not settle is retried file by file.
         ctx.logger.debug({ err: (err as Error).message, files: batch.length }, "ReadFiles stream failed");
         break;
       }
-      if (next.done) {
-        done = true;
-        break;
-      }
+      if (next.done) break;
       const message = next.value;
       const target = batch[message.index]!;
       if (outcomes.has(target) || retry.has(target)) {
@@ -178,7 +174,7 @@ export async function downloadBatch(ctx: TransferContext, batch: readonly Source
       if (writes.size >= WRITES_IN_FLIGHT) await Promise.race(writes);
     }
   } finally {
-    if (!done) void iterator.return?.().catch(() => undefined);
+    messages.close();
     await Promise.all(writes);
   }
   throwIfAborted(ctx.signal);

@@ -131,15 +131,11 @@ export async function downloadFile(ctx: TransferContext, target: SourceTarget, p
         { fileUrl: entry.fileUrl, offset, expectedSize: entry.size, expectedLastModifiedTime: entry.lastModifiedTime },
         ctx.signal,
       );
-      const iterator = stream[Symbol.asyncIterator]();
-      let done = false;
+      const messages = abortable(stream, ctx.signal);
       try {
         for (;;) {
-          const next = await nextOrAbort(iterator, ctx.signal);
-          if (next.done) {
-            done = true;
-            break;
-          }
+          const next = await messages.next();
+          if (next.done) break;
           const message: ReadFileMessage = next.value;
           if ("trailer" in message) {
             trailer = message.trailer;
@@ -158,8 +154,7 @@ export async function downloadFile(ctx: TransferContext, target: SourceTarget, p
           progress.addTransferred(data.byteLength);
         }
       } finally {
-        // Closes the stream when this side stopped early; the source sees a cancel.
-        if (!done) void iterator.return?.().catch(() => undefined);
+        messages.close();
       }
       if (!trailer) throw new AgentError("Unavailable", `stream of ${entry.fileUrl} ended without a trailer`);
       if (trailer.size !== entry.size || trailer.lastModifiedTime !== entry.lastModifiedTime) {
@@ -224,24 +219,46 @@ export async function downloadFile(ctx: TransferContext, target: SourceTarget, p
   }
 }
 
-/** The next stream message, or Cancelled as soon as the signal aborts (even if the peer ignores it). */
-export async function nextOrAbort<T>(iterator: AsyncIterator<T>, signal: AbortSignal): Promise<IteratorResult<T>> {
-  throwIfAborted(signal);
-  let onAbort: (() => void) | undefined;
+/** A peer stream read with a cancel that wins at once, even over a peer that ignores it. */
+export interface AbortableStream<T> {
+  /**
+   * The next message.
+   * @throws AgentError Cancelled as soon as the signal aborts; a PeerFailure when the stream fails.
+   */
+  next(): Promise<IteratorResult<T>>;
+  /** Stops listening to the signal, and cancels the stream unless it ended. Call once, always. */
+  close(): void;
+}
+
+/** Wraps a peer stream; one abort listener serves every message. */
+export function abortable<T>(stream: AsyncIterable<T>, signal: AbortSignal): AbortableStream<T> {
+  const iterator = stream[Symbol.asyncIterator]();
+  let onAbort: () => void = () => undefined;
   const aborted = new Promise<never>((_, reject) => {
     onAbort = () => reject(new AgentError("Cancelled", "operation cancelled"));
-    signal.addEventListener("abort", onAbort, { once: true });
   });
-  const next = iterator.next().catch((err: unknown) => {
-    throw new PeerFailure(AgentError.from(err, "Unavailable"));
-  });
-  // When the abort wins, the losing next() may still reject later; that rejection is expected.
-  next.catch(() => undefined);
-  try {
-    return await Promise.race([next, aborted]);
-  } finally {
-    signal.removeEventListener("abort", onAbort!);
-  }
+  // Nobody may be waiting when the signal aborts; the rejection is observed by the next race.
+  aborted.catch(() => undefined);
+  signal.addEventListener("abort", onAbort, { once: true });
+  let ended = false;
+  return {
+    async next() {
+      throwIfAborted(signal);
+      const next = iterator.next().catch((err: unknown) => {
+        throw new PeerFailure(AgentError.from(err, "Unavailable"));
+      });
+      // When the abort wins, the losing next() may still reject later; that rejection is expected.
+      next.catch(() => undefined);
+      const result = await Promise.race([next, aborted]);
+      if (result.done) ended = true;
+      return result;
+    },
+    close() {
+      signal.removeEventListener("abort", onAbort);
+      // The source sees a cancel when this side stopped early.
+      if (!ended) void iterator.return?.().catch(() => undefined);
+    },
+  };
 }
 
 export async function writeFully(handle: import("node:fs/promises").FileHandle, data: Uint8Array, position: number): Promise<void> {

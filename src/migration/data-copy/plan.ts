@@ -19,8 +19,9 @@ import { rm } from "node:fs/promises";
 import path from "node:path";
 import { AgentError } from "../../errors.js";
 import type { LocalEntry } from "../../fs/list.js";
-import { statOrUndefined } from "../../fs/mtime.js";
+import { statOrUndefined, statOrUndefinedSync } from "../../fs/mtime.js";
 import { resolveFileUrl } from "../../fs/safe-path.js";
+import { SyncBudget } from "../../fs/sync-budget.js";
 import { targetPathOf } from "../../fs/temp-name.js";
 import type { MigrationRoot } from "../../instance/directories.js";
 import type { FileEntry } from "../types.js";
@@ -168,13 +169,19 @@ export async function findMissing(
     if (!keptPaths.has(s.absPath)) unknown.push(i);
   });
   // Paths outside the kept listing are checked on disk: a locally excluded path that exists is left alone.
+  const budget = new SyncBudget();
   for (let i = 0; i < unknown.length; i += STAT_PARALLELISM) {
     await Promise.all(
       unknown.slice(i, i + STAT_PARALLELISM).map(async (index) => {
+        const absPath = sources[index]!.absPath;
         try {
-          present[index] = (await statOrUndefined(sources[index]!.absPath)) !== undefined;
+          const stats = await budget.run(
+            () => statOrUndefinedSync(absPath),
+            () => statOrUndefined(absPath),
+          );
+          present[index] = stats !== undefined;
         } catch (err) {
-          throw new AgentError("Internal", `Cannot stat ${sources[index]!.absPath}: ${(err as Error).message}`, { cause: err });
+          throw new AgentError("Internal", `Cannot stat ${absPath}: ${(err as Error).message}`, { cause: err });
         }
       }),
     );

@@ -14,6 +14,7 @@
 import type { SidecarClientConfig } from "../../config/schema.js";
 import { digestFile } from "../../digest/digest.js";
 import { AgentError, throwIfAborted } from "../../errors.js";
+import { SyncBudget } from "../../fs/sync-budget.js";
 import type { SourcePeer } from "../peer.js";
 import { backoffDelayMs, sleep } from "../retry.js";
 import type { DigestAlgorithmName } from "../types.js";
@@ -23,6 +24,8 @@ export interface DigestWork {
   readonly fileUrl: string;
   /** The destination's copy. */
   readonly absPath: string;
+  /** Its size in the destination's listing: files read whole synchronously are picked by it. */
+  readonly size?: number;
 }
 
 export type DigestVerdict =
@@ -112,7 +115,10 @@ function verdictOf(fileUrl: string, local: Side, source: Side): DigestVerdict {
   return { kind: "MISMATCH", fileUrl, localDigest: local.digest, sourceDigest: source.digest };
 }
 
-/** Hashes the destination's copies, `concurrency` at a time, each file read once. */
+/**
+ * Hashes the destination's copies, `concurrency` at a time, each file read once; small files
+ * synchronously while that stays cheap (one SyncBudget for the whole run).
+ */
 async function hashLocally(
   files: readonly DigestWork[],
   algorithm: DigestAlgorithmName,
@@ -120,6 +126,7 @@ async function hashLocally(
   signal: AbortSignal,
   report: (fileUrl: string, side: Side) => void,
 ): Promise<void> {
+  const budget = new SyncBudget();
   let next = 0;
   const worker = async () => {
     while (next < files.length) {
@@ -127,7 +134,7 @@ async function hashLocally(
       const file = files[next++]!;
       let side: Side;
       try {
-        side = { digest: await digestFile(file.absPath, algorithm, { signal }) };
+        side = { digest: await digestFile(file.absPath, algorithm, { signal, budget, sizeHint: file.size }) };
       } catch (err) {
         throwIfAborted(signal);
         side = { error: AgentError.from(err) };
