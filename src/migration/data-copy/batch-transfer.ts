@@ -3,22 +3,25 @@
  * small SSTable components costs one round trip per batch instead of one per file.
  *
  *   peer.readFiles(batch) --data/trailer per file--> XXH64 + buffer in memory (each file <= 1 MiB)
- *        --> check size, mtime, hash --> temp name: write, mtime, fsync --> rename over target
+ *        --> check size, mtime, hash --> temp name: write, mtime
+ *        --> every SYNC_GROUP_FILES files: syncFiles (one syncfs, fs/durable.ts) --> rename each
  *
  * The same guarantees as file-transfer.ts: a file is renamed into place only when complete,
- * checked against the source's hash and fsynced. Writes of up to WRITES_IN_FLIGHT files overlap
- * the stream; when they lag, the stream waits (backpressure through the client window).
+ * checked against the source's hash and durable; durability comes per group of files instead
+ * of one fsync per file. Writes of up to WRITES_IN_FLIGHT files overlap the stream; when they
+ * lag, the stream waits (backpressure through the client window).
  *
  * Anything the batch cannot settle — a stream that fails, a per-file error other than NotFound
  * or Aborted, a corrupted file, a local write error — is handed back in `retry`, and the caller
  * gives each such file to downloadFile, whose retries and resume policy then apply.
  */
-import { close, closeSync, fsync, futimes, futimesSync, open, openSync, rename, renameSync, write, writeSync } from "node:fs";
+import { close, closeSync, futimes, futimesSync, open, openSync, rename, renameSync, write, writeSync } from "node:fs";
 import { rm } from "node:fs/promises";
 import { promisify } from "node:util";
 import path from "node:path";
 import { createHasher, type Hasher } from "../../digest/digest.js";
 import { AgentError, throwIfAborted } from "../../errors.js";
+import { syncFiles } from "../../fs/durable.js";
 import { exactSeconds } from "../../fs/mtime.js";
 import { tempPathFor } from "../../fs/temp-name.js";
 import type { BatchReadMessage } from "../peer.js";
@@ -34,10 +37,11 @@ export const BATCH_MAX_BYTES = 32 << 20;
 const openAsync = promisify(open);
 const writeAsync = promisify(write);
 const futimesAsync = promisify(futimes);
-const fsyncAsync = promisify(fsync);
 const closeAsync = promisify(close);
 const renameAsync = promisify(rename);
 
+/** Written files made durable together (one syncFiles), then renamed. */
+const SYNC_GROUP_FILES = 128;
 /** Files of one batch being written at once. */
 const WRITES_IN_FLIGHT = 8;
 
@@ -96,6 +100,8 @@ export async function downloadBatch(ctx: TransferContext, batch: readonly Source
   const retry = new Set<SourceTarget>();
   const receiving = new Map<number, Receiving>();
   const writes = new Set<Promise<void>>();
+  /** Files written under their temp names, not yet durable nor renamed. */
+  let written: SourceTarget[] = [];
 
   const settle = (target: SourceTarget, outcome: FileOutcome) => outcomes.set(target, outcome);
   const handBack = (target: SourceTarget, reason: string, level: "debug" | "warn" = "debug") => {
@@ -163,8 +169,8 @@ export async function downloadBatch(ctx: TransferContext, batch: readonly Source
         handBack(target, `XXH64 mismatch for ${target.entry.fileUrl}: received ${file.bytes} bytes hashing to ${digest}, source has ${trailer.xxh64}`, "warn");
         continue;
       }
-      const write: Promise<void> = writeComplete(ctx, target, file.chunks).then(
-        () => void settle(target, { kind: "downloaded", size: target.entry.size, resumedFrom: 0 }),
+      const write: Promise<void> = writeTemp(ctx, target, file.chunks).then(
+        () => void written.push(target),
         (err: unknown) => {
           if (!ctx.signal.aborted) handBack(target, AgentError.from(err).message, "warn");
         },
@@ -172,11 +178,22 @@ export async function downloadBatch(ctx: TransferContext, batch: readonly Source
       writes.add(write);
       void write.finally(() => writes.delete(write));
       if (writes.size >= WRITES_IN_FLIGHT) await Promise.race(writes);
+      if (written.length >= SYNC_GROUP_FILES) {
+        const group = written;
+        written = [];
+        await putInPlace(ctx, group, settle, handBack);
+      }
     }
   } finally {
     messages.close();
     await Promise.all(writes);
+    if (ctx.signal.aborted) {
+      // Cancelled before they were durable, so never renamed: the temp files go.
+      await Promise.all(written.map((t) => rm(tempPathFor(t.absPath), { force: true }).catch(() => undefined)));
+    }
   }
+  throwIfAborted(ctx.signal);
+  await putInPlace(ctx, written, settle, handBack);
   throwIfAborted(ctx.signal);
   // Files the stream never finished (it broke, or it ended early).
   for (const target of batch) {
@@ -186,14 +203,48 @@ export async function downloadBatch(ctx: TransferContext, batch: readonly Source
 }
 
 /**
- * Writes a checked file under its temp name, gives it the source mtime, fsyncs and renames it.
- * Every call but fsync runs synchronously while ctx.budget allows (page-cache writes of small
- * files); fsync, which waits for the disk, always goes through the thread pool.
+ * Makes a group of written temp files durable at once, then renames each into place (settled
+ * "downloaded"). If the group cannot be made durable, every file of it goes back for a retry alone.
  */
-async function writeComplete(ctx: TransferContext, target: SourceTarget, chunks: readonly Uint8Array[]): Promise<void> {
+async function putInPlace(
+  ctx: TransferContext,
+  group: readonly SourceTarget[],
+  settle: (target: SourceTarget, outcome: FileOutcome) => void,
+  handBack: (target: SourceTarget, reason: string, level?: "debug" | "warn") => void,
+): Promise<void> {
+  if (group.length === 0) return;
+  const temps = group.map((t) => tempPathFor(t.absPath));
+  try {
+    await syncFiles(temps);
+  } catch (err) {
+    await Promise.all(temps.map((temp) => rm(temp, { force: true }).catch(() => undefined)));
+    for (const t of group) handBack(t, `cannot make the written file durable: ${(err as Error).message}`, "warn");
+    return;
+  }
+  for (const [i, target] of group.entries()) {
+    const temp = temps[i]!;
+    try {
+      await ctx.budget.run(
+        () => renameSync(temp, target.absPath),
+        () => renameAsync(temp, target.absPath),
+      );
+      ctx.touchedDirs.add(path.dirname(target.absPath));
+      settle(target, { kind: "downloaded", size: target.entry.size, resumedFrom: 0 });
+    } catch (err) {
+      await rm(temp, { force: true }).catch(() => undefined);
+      handBack(target, AgentError.from(err).message, "warn");
+    }
+  }
+}
+
+/**
+ * Writes a checked file under its temp name and gives it the source mtime; putInPlace makes it
+ * durable and renames it. Every call runs synchronously while ctx.budget allows (page-cache
+ * writes of small files).
+ */
+async function writeTemp(ctx: TransferContext, target: SourceTarget, chunks: readonly Uint8Array[]): Promise<void> {
   const { budget } = ctx;
-  const dir = path.dirname(target.absPath);
-  await ensureDirectory(ctx, dir);
+  await ensureDirectory(ctx, path.dirname(target.absPath));
   const temp = tempPathFor(target.absPath);
   try {
     // "w" truncates a stale temp file: batched files are small enough never to be resumed.
@@ -216,24 +267,16 @@ async function writeComplete(ctx: TransferContext, target: SourceTarget, chunks:
         () => futimesSync(fd, seconds, seconds),
         () => futimesAsync(fd, seconds, seconds),
       );
-      // fsync after setting the mtime so that data and mtime are durable before the rename.
-      await fsyncAsync(fd);
     } finally {
       await budget.run(
         () => closeSync(fd),
         () => closeAsync(fd),
       );
     }
-    throwIfAborted(ctx.signal);
-    await budget.run(
-      () => renameSync(temp, target.absPath),
-      () => renameAsync(temp, target.absPath),
-    );
   } catch (err) {
     await rm(temp, { force: true, recursive: true }).catch(() => undefined);
     throw err;
   }
-  ctx.touchedDirs.add(dir);
 }
 
 function writeAllSync(fd: number, data: Uint8Array, position: number): void {
