@@ -230,28 +230,36 @@ export interface AbortableStream<T> {
   close(): void;
 }
 
-/** Wraps a peer stream; one abort listener serves every message. */
+/**
+ * Wraps a peer stream; one abort listener serves every message. (Racing each next() against
+ * one long-lived abort promise would leak: every race leaves a reaction on that promise that
+ * holds its message, a 1 MiB chunk, until the stream ends.)
+ */
 export function abortable<T>(stream: AsyncIterable<T>, signal: AbortSignal): AbortableStream<T> {
   const iterator = stream[Symbol.asyncIterator]();
-  let onAbort: () => void = () => undefined;
-  const aborted = new Promise<never>((_, reject) => {
-    onAbort = () => reject(new AgentError("Cancelled", "operation cancelled"));
-  });
-  // Nobody may be waiting when the signal aborts; the rejection is observed by the next race.
-  aborted.catch(() => undefined);
+  /** Rejects the next() in progress, if any. */
+  let rejectPending: ((err: AgentError) => void) | undefined;
+  const onAbort = () => rejectPending?.(new AgentError("Cancelled", "operation cancelled"));
   signal.addEventListener("abort", onAbort, { once: true });
   let ended = false;
   return {
-    async next() {
-      throwIfAborted(signal);
-      const next = iterator.next().catch((err: unknown) => {
-        throw new PeerFailure(AgentError.from(err, "Unavailable"));
+    next() {
+      return new Promise<IteratorResult<T>>((resolve, reject) => {
+        throwIfAborted(signal); // inside the executor: becomes the rejection
+        rejectPending = reject;
+        iterator.next().then(
+          (result) => {
+            rejectPending = undefined;
+            if (result.done) ended = true;
+            resolve(result);
+          },
+          (err: unknown) => {
+            rejectPending = undefined;
+            // After an abort won, this rejection has no one left to tell.
+            reject(new PeerFailure(AgentError.from(err, "Unavailable")));
+          },
+        );
       });
-      // When the abort wins, the losing next() may still reject later; that rejection is expected.
-      next.catch(() => undefined);
-      const result = await Promise.race([next, aborted]);
-      if (result.done) ended = true;
-      return result;
     },
     close() {
       signal.removeEventListener("abort", onAbort);
