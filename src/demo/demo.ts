@@ -11,7 +11,8 @@ import path from "node:path";
 import { stringify } from "yaml";
 import { Agent } from "../agent/agent.js";
 import { loadConfigFile } from "../config/load.js";
-import { datasetLayout, generateDataset, removeSstableSet, writeSstableSet } from "../dataset/generate.js";
+import { datasetLayout, generateDataset } from "../dataset/generate.js";
+import { SourceWriter, userTableDirs } from "../dataset/live-writer.js";
 import { createRootLogger } from "../log.js";
 import { pino } from "pino";
 
@@ -134,45 +135,6 @@ interface PhaseRow {
   files?: number;
 }
 
-/** Adds and removes SSTable sets on the live source, as flushes and compactions would. */
-class SourceWriter {
-  private timer: NodeJS.Timeout | undefined;
-  private gen = 900_000;
-  private readonly written: number[] = [];
-  private busy = false;
-  added = 0;
-  removed = 0;
-
-  constructor(private readonly tableDirs: string[]) {}
-
-  start(intervalMs: number): void {
-    this.timer = setInterval(() => void this.tick(), intervalMs);
-  }
-
-  private async tick(): Promise<void> {
-    if (this.busy || this.tableDirs.length === 0) return;
-    this.busy = true;
-    try {
-      const dir = this.tableDirs[this.gen % this.tableDirs.length]!;
-      await writeSstableSet(dir, this.gen, 256 * 1024 + (this.gen % 7) * 64 * 1024, this.gen);
-      this.written.push(this.gen++);
-      this.added++;
-      if (this.written.length > 3) {
-        const old = this.written.shift()!;
-        await removeSstableSet(this.tableDirs[old % this.tableDirs.length]!, old);
-        this.removed++;
-      }
-    } finally {
-      this.busy = false;
-    }
-  }
-
-  async stop(): Promise<void> {
-    clearInterval(this.timer);
-    while (this.busy) await new Promise((r) => setTimeout(r, 10));
-  }
-}
-
 export async function runDemo(options: DemoOptions): Promise<number> {
   const sizeBytes = parseSize(options.size ?? "200M");
   const base = await mkdtemp(path.join(os.tmpdir(), "lm-sidecar-demo-"));
@@ -288,7 +250,7 @@ export async function runDemo(options: DemoOptions): Promise<number> {
     };
 
     // Phase 1: initial copy while the source keeps writing.
-    const tableDirs = await tableDirsOf(datasetLayout(sourceRoot).dataDirs);
+    const tableDirs = await userTableDirs(datasetLayout(sourceRoot).dataDirs);
     writer = new SourceWriter(tableDirs);
     writer.start(150);
     await runCopy("1 initial copy", 0.9);
@@ -374,20 +336,6 @@ export async function runDemo(options: DemoOptions): Promise<number> {
     for (const s of logStreams) (s as { end?: () => void }).end?.();
     if (!options.keep) await rm(base, { recursive: true, force: true });
   }
-}
-
-async function tableDirsOf(dataDirs: string[]): Promise<string[]> {
-  const { readdir } = await import("node:fs/promises");
-  const dirs: string[] = [];
-  for (const dataDir of dataDirs) {
-    for (const ks of await readdir(dataDir, { withFileTypes: true })) {
-      if (!ks.isDirectory() || ks.name.startsWith("system")) continue;
-      for (const table of await readdir(path.join(dataDir, ks.name), { withFileTypes: true })) {
-        if (table.isDirectory()) dirs.push(path.join(dataDir, ks.name, table.name));
-      }
-    }
-  }
-  return dirs.slice(0, 8);
 }
 
 function renderTable(rows: PhaseRow[]): string {
