@@ -9,8 +9,9 @@ import { closeSync, openSync, readSync } from "node:fs";
 import { open } from "node:fs/promises";
 import xxhash from "xxhash-wasm";
 import { AgentError, throwIfAborted } from "../errors.js";
-import type { SyncBudget } from "../fs/sync-budget.js";
+import { SyncBudget } from "../fs/sync-budget.js";
 import type { DigestAlgorithmName } from "../migration/types.js";
+import { digestFileOffThread } from "./hash-pool.js";
 
 const xx = await xxhash();
 
@@ -50,22 +51,49 @@ export function createHasher(algorithm: DigestAlgorithmName): Hasher {
 
 const READ_BYTES = 1 << 20;
 /**
- * digestFile reads a file expected to be at most this big whole, with synchronous calls, while
- * its SyncBudget allows; bigger files go through the thread pool a chunk at a time, where a
- * round trip per MiB costs little against hashing it.
+ * A budgeted whole-file digest reads a file expected to be at most this big on the main thread,
+ * with synchronous calls, while its SyncBudget allows; a bigger one goes to the hash pool.
  */
-export const SYNC_DIGEST_MAX_BYTES = 1 << 20;
+export const SYNC_DIGEST_MAX_BYTES = 128 << 10;
+
+/** Files after which a DigestBudget that turned slow gets a fresh SyncBudget. */
+export const REPROBE_FILES = 1000;
+
+/**
+ * The SyncBudget of one stream of whole-file digests. A SyncBudget turns asynchronous for good
+ * once a quarter of a window of calls was slow, and on a busy machine (two agents and their
+ * compiler threads on two cores) preemption alone does that now and then: a verification of
+ * tens of thousands of files would then pay a thread-pool round trip per call for all the rest,
+ * about three times the CPU. Once the current budget has turned slow, a fresh one is started
+ * every REPROBE_FILES files, so a disk that really is slow costs one window of synchronous
+ * calls (sliced as usual) per REPROBE_FILES files.
+ */
+export class DigestBudget {
+  private budget = new SyncBudget();
+  private filesSinceSlow = 0;
+
+  /** The budget for the next file. */
+  next(): SyncBudget {
+    if (!this.budget.fast && ++this.filesSinceSlow >= REPROBE_FILES) {
+      this.budget = new SyncBudget();
+      this.filesSinceSlow = 0;
+    }
+    return this.budget;
+  }
+}
 
 export interface DigestFileOptions {
   /** Digest bytes [0, end) only (default: the whole file). */
   readonly end?: number;
   readonly signal?: AbortSignal;
   /**
-   * Lets a small whole-file digest run synchronously (sync-budget.ts): one budget per stream
-   * of files, never shared by streams that run at the same time.
+   * For a stream of whole-file digests: a file of up to SYNC_DIGEST_MAX_BYTES is read with
+   * synchronous calls while this budget allows (sync-budget.ts), through the thread pool
+   * otherwise; a bigger one (or one of unknown size) is read and hashed on a hash-pool thread
+   * (hash-pool.ts), off the event loop and in parallel with other big files.
    */
   readonly budget?: SyncBudget;
-  /** The size the caller expects (from a listing or a stat); only picks the read strategy and buffer size. */
+  /** The size the caller expects (from a listing or a stat); picks how the file is read, nothing else. */
   readonly sizeHint?: number;
 }
 
@@ -76,47 +104,60 @@ export interface DigestFileOptions {
  */
 export async function digestFile(path: string, algorithm: DigestAlgorithmName, options: DigestFileOptions = {}): Promise<string> {
   const { end, signal, budget, sizeHint } = options;
-  const hasher = createHasher(algorithm);
-  if (budget?.fast && end === undefined && sizeHint !== undefined && sizeHint <= SYNC_DIGEST_MAX_BYTES) {
-    throwIfAborted(signal);
-    // Only the filesystem calls are charged: hashing is CPU work however the file was read.
-    const started = performance.now();
-    let tail: Buffer;
-    try {
-      tail = readWholeSync(path, sizeHint, hasher);
-    } finally {
-      await budget.charge(started);
+  if (budget !== undefined && end === undefined) {
+    if (sizeHint === undefined || sizeHint > SYNC_DIGEST_MAX_BYTES) return digestFileOffThread(path, algorithm, { signal, sizeHint });
+    if (budget.fast) {
+      throwIfAborted(signal);
+      const hasher = createHasher(algorithm);
+      const started = performance.now();
+      let ioMs: number | undefined;
+      try {
+        ioMs = hashWholeSync(path, hasher);
+      } finally {
+        // Only the filesystem calls are charged: hashing costs the same however the bytes were read.
+        await budget.charge(ioMs === undefined ? started : performance.now() - ioMs);
+      }
+      return hasher.digest();
     }
-    hasher.update(tail);
-  } else {
-    await hashFileRange(path, [hasher], 0, end, signal, sizeHint);
   }
+  const hasher = createHasher(algorithm);
+  await hashFileRange(path, [hasher], 0, end, signal, sizeHint);
   return hasher.digest();
 }
 
 /**
- * Reads a whole file with synchronous calls (open, read until a read returns 0, close) into a
- * buffer of the expected size, and returns what the hasher has not been fed yet: all of it
- * unless the file is bigger than expected, when each full buffer goes to the hasher first.
+ * The main thread's read buffer for hashWholeSync, which fills and hashes it without yielding,
+ * so that one buffer serves every file. One byte over SYNC_DIGEST_MAX_BYTES: the read that
+ * finds the end of a file of the largest expected size must not be one of length 0.
  */
-function readWholeSync(path: string, sizeHint: number, hasher: Hasher): Buffer {
+let syncBuffer: Buffer | undefined;
+
+/**
+ * Feeds a whole file to the hasher with synchronous calls (open, read until a read returns 0,
+ * close), hashing after the file is closed unless it outgrows the buffer.
+ * @returns the milliseconds spent in filesystem calls.
+ */
+function hashWholeSync(path: string, hasher: Hasher): number {
+  const started = performance.now();
+  let hashingMs = 0;
+  const buffer = (syncBuffer ??= Buffer.allocUnsafeSlow(SYNC_DIGEST_MAX_BYTES + 1));
   let fd: number;
   try {
     fd = openSync(path, "r");
   } catch (err) {
     throw AgentError.from(err);
   }
+  let length = 0;
   try {
-    // One byte over the expected size: the read that finds the end must not be one of length 0.
-    const buffer = Buffer.allocUnsafe(Math.max(0, sizeHint) + 1);
-    let length = 0;
     for (;;) {
       if (length === buffer.length) {
+        const hashStart = performance.now();
         hasher.update(buffer);
+        hashingMs += performance.now() - hashStart;
         length = 0;
       }
       const bytesRead = readSync(fd, buffer, length, buffer.length - length, null);
-      if (bytesRead === 0) return buffer.subarray(0, length);
+      if (bytesRead === 0) break;
       length += bytesRead;
     }
   } catch (err) {
@@ -124,6 +165,9 @@ function readWholeSync(path: string, sizeHint: number, hasher: Hasher): Buffer {
   } finally {
     closeSync(fd);
   }
+  const ioMs = performance.now() - started - hashingMs;
+  hasher.update(buffer.subarray(0, length));
+  return ioMs;
 }
 
 /**

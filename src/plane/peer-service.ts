@@ -19,7 +19,7 @@ import {
   type ReadFilesResponse,
   ReadFilesResponseSchema,
 } from "../../gen/livemigration/v1/peer_pb.js";
-import { createHasher, digestFile, type Hasher } from "../digest/digest.js";
+import { createHasher, DigestBudget, digestFile, type Hasher } from "../digest/digest.js";
 import { AgentError, throwIfAborted } from "../errors.js";
 import { listRoots, toFileEntry } from "../fs/list.js";
 import { mtimeMsOf } from "../fs/mtime.js";
@@ -417,8 +417,9 @@ async function digestOne(
 
 /**
  * Digests `fileUrls` with at most `concurrency` files in flight, yielding results in completion
- * order, one per URL. Stops starting new files once `signal` aborts; when the consumer stops
- * early, in-flight files are aborted and awaited, so no permit outlives the generator.
+ * order, one per URL; small files synchronously while the stream's DigestBudget allows, big
+ * ones on the hash pool (digest.ts). Stops starting new files once `signal` aborts; when the
+ * consumer stops early, in-flight files are aborted and awaited, so no permit outlives the generator.
  */
 async function* digestAll(
   instance: InstanceContext,
@@ -434,12 +435,12 @@ async function* digestAll(
   signal.addEventListener("abort", onAbort, { once: true });
   const ready: DigestResult[] = [];
   let wake: (() => void) | undefined;
-  const budget = new SyncBudget();
+  const budget = new DigestBudget();
   let next = 0;
   const worker = async () => {
     while (next < fileUrls.length && !stop.signal.aborted) {
       const fileUrl = fileUrls[next++]!;
-      const result = await digestOne(instance, algorithm, fileUrl, limiter, permitWaitMs, budget, stop.signal);
+      const result = await digestOne(instance, algorithm, fileUrl, limiter, permitWaitMs, budget.next(), stop.signal);
       if (stop.signal.aborted) return;
       ready.push(result);
       wake?.();
