@@ -1,4 +1,5 @@
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { execFile } from "node:child_process";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterEach, describe, expect, it, vi } from "vitest";
@@ -29,6 +30,39 @@ describe("syncFiles", () => {
     await syncFiles(written);
     expect(await readFile(written[3]!, "utf8")).toBe("content 3");
     await syncFiles([]);
+  });
+
+  it("merges calls that arrive while a syncfs runs, and answers every caller", async () => {
+    const { syncFiles } = await import("../../src/fs/durable.js");
+    const written = await files(40);
+    const groups = Array.from({ length: 8 }, (_, i) => written.slice(i * 5, i * 5 + 5));
+    await Promise.all(groups.map((group) => syncFiles(group)));
+    expect(await readFile(written[39]!, "utf8")).toBe("content 39");
+  });
+
+  it("fsyncs files in a directory whose name cannot be sent to the shell (a newline)", async () => {
+    const { syncFiles } = await import("../../src/fs/durable.js");
+    await files(0);
+    const odd = path.join(dir!, "a\nb");
+    await mkdir(odd);
+    await writeFile(path.join(odd, "f"), "x");
+    await syncFiles([path.join(odd, "f")]);
+    // Only the per-file fallback opens each file, so only it notices a missing one.
+    await expect(syncFiles([path.join(odd, "missing")])).rejects.toMatchObject({ code: "ENOENT" });
+  });
+
+  it("does not keep the process alive once idle", async () => {
+    const written = await files(2);
+    const script = `import { syncFiles } from ${JSON.stringify(path.resolve("src/fs/durable.ts"))};
+      await syncFiles(${JSON.stringify(written)}); console.log("synced");`;
+    const started = Date.now();
+    const stdout = await new Promise<string>((resolve, reject) =>
+      execFile(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script], { timeout: 20_000 }, (err, out) =>
+        err ? reject(err) : resolve(out),
+      ),
+    );
+    expect(stdout.trim()).toBe("synced");
+    expect(Date.now() - started).toBeLessThan(15_000);
   });
 
   it("falls back to one fsync per file when `sync` cannot run", async () => {
