@@ -25,7 +25,8 @@ import { createHandlerContext, type HandlerContext, type ServiceImpl } from "@co
 import * as grpc from "@grpc/grpc-js";
 import { AgentError } from "../errors.js";
 import type { Logger } from "../log.js";
-import { toServerError } from "./wire.js";
+import { type ReadFileResponse, ReadFileResponseSchema } from "../../gen/livemigration/v1/peer_pb.js";
+import { encodeReadFileResponse, toServerError } from "./wire.js";
 
 /** Largest gRPC message either way on the plane, server and client (64 MiB): DigestFiles requests carry many URLs. */
 export const PLANE_MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
@@ -37,10 +38,13 @@ type AnyDescMethod<I extends DescMessage, O extends DescMessage> =
   | DescMethodBiDiStreaming<I, O>;
 
 function serializer<D extends DescMessage>(desc: D): (message: MessageShape<D>) => Buffer {
-  return (message) => {
+  const toBinaryBuffer = (message: MessageShape<D>) => {
     const bytes = toBinary(desc, message);
     return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   };
+  if (desc.typeName !== ReadFileResponseSchema.typeName) return toBinaryBuffer;
+  // File chunks, the plane's bulk: encoded in place when possible (wire.ts, allocChunk).
+  return (message) => encodeReadFileResponse(message as ReadFileResponse) ?? toBinaryBuffer(message);
 }
 
 function deserializer<D extends DescMessage>(desc: D): (bytes: Buffer) => MessageShape<D> {

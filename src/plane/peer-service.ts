@@ -36,6 +36,8 @@ import {
   toDigestFilesResponse,
   toInstanceFile,
   toReadFileData,
+  allocChunk,
+  trimChunk,
   toReadFileTrailer,
   toReadFilesPiece,
 } from "./wire.js";
@@ -178,10 +180,10 @@ async function* readFileChunks(
     while (position < size) {
       throwIfAborted(signal);
       // A fresh buffer per chunk: grpc-js may serialize a buffered message after we read the next one.
-      const chunk = Buffer.allocUnsafe(Math.min(READ_CHUNK_BYTES, size - position));
+      const chunk = allocChunk(Math.min(READ_CHUNK_BYTES, size - position));
       const { bytesRead } = await handle.read(chunk, 0, chunk.length, position);
       if (bytesRead === 0) throw changedDuringRead(fileUrl);
-      const data = bytesRead === chunk.length ? chunk : chunk.subarray(0, bytesRead);
+      const data = trimChunk(chunk, bytesRead);
       hasher.update(data);
       position += bytesRead;
       yield toReadFileData(data);

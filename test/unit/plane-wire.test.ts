@@ -8,6 +8,8 @@ import { DigestFilesResponseSchema, ReadFileResponseSchema } from "../../gen/liv
 import { AgentError, type ErrorCode } from "../../src/errors.js";
 import type { FileEntry } from "../../src/migration/types.js";
 import {
+  allocChunk,
+  encodeReadFileResponse,
   errorCodeOf,
   fromClientError,
   fromDigestAlgorithm,
@@ -23,6 +25,7 @@ import {
   toReadFileData,
   toReadFileRequest,
   toReadFileTrailer,
+  trimChunk,
   toServerError,
 } from "../../src/plane/wire.js";
 
@@ -154,5 +157,38 @@ describe("message conversions", () => {
       endTime: null,
     });
     expect(() => fromMigrationStatus(create(GetMigrationStatusResponseSchema))).toThrow(AgentError);
+  });
+});
+
+describe("zero-copy ReadFile chunks", () => {
+  it("encode exactly as toBinary, in the chunk's own memory, for every length-varint size", () => {
+    for (const size of [0, 1, 127, 128, 16_383, 16_384, (1 << 20) - 1, 1 << 20, (1 << 21) + 3]) {
+      const chunk = allocChunk(size);
+      for (let i = 0; i < size; i++) chunk[i] = (i * 7 + 3) & 0xff;
+      const message = toReadFileData(chunk);
+      const wire = encodeReadFileResponse(message);
+      expect(wire, `size ${size}`).toBeDefined();
+      expect(Buffer.compare(wire!, Buffer.from(toBinary(ReadFileResponseSchema, message))), `size ${size}`).toBe(0);
+      expect(wire!.buffer).toBe(chunk.buffer);
+      const decoded = fromBinary(ReadFileResponseSchema, wire!);
+      expect(decoded.payload.case).toBe("data");
+      expect(Buffer.compare(Buffer.from(decoded.payload.value as Uint8Array), chunk)).toBe(0);
+    }
+  });
+
+  it("keep a short read's trimmed view encodable in place", () => {
+    const chunk = allocChunk(1000);
+    chunk.fill(9);
+    const trimmed = trimChunk(chunk, 200);
+    const wire = encodeReadFileResponse(toReadFileData(trimmed));
+    expect(wire).toBeDefined();
+    expect(Buffer.compare(wire!, Buffer.from(toBinary(ReadFileResponseSchema, toReadFileData(trimmed))))).toBe(0);
+    expect(trimChunk(chunk, 1000)).toBe(chunk);
+  });
+
+  it("leave every other message to toBinary", () => {
+    expect(encodeReadFileResponse(toReadFileData(Buffer.alloc(10, 1)))).toBeUndefined();
+    expect(encodeReadFileResponse(toReadFileData(allocChunk(10).subarray(2)))).toBeUndefined();
+    expect(encodeReadFileResponse(toReadFileTrailer({ xxh64: "ef46db3751d8e999", size: 0, lastModifiedTime: 1 }))).toBeUndefined();
   });
 });
