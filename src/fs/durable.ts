@@ -13,6 +13,7 @@
  * Calls that arrive while a syncfs runs are merged into the next one (group commit).
  */
 import { spawn, type ChildProcessByStdio } from "node:child_process";
+import { statSync } from "node:fs";
 import { open } from "node:fs/promises";
 import path from "node:path";
 import type { Readable, Writable } from "node:stream";
@@ -127,6 +128,24 @@ class SyncfsShell {
   }
 }
 
+/**
+ * A directory of each filesystem holding `files`: `sync -f` calls syncfs once per argument, and
+ * a group of files spans dozens of table directories, usually of one filesystem.
+ */
+function oneDirPerFileSystem(files: readonly string[]): string[] {
+  const byDevice = new Map<number, string>();
+  for (const dir of new Set(files.map((file) => path.dirname(file)))) {
+    let device: number;
+    try {
+      device = statSync(dir).dev;
+    } catch {
+      return []; // a directory went away: the files cannot all be synced, let fsync say which
+    }
+    if (!byDevice.has(device)) byDevice.set(device, dir);
+  }
+  return [...byDevice.values()];
+}
+
 let shell: SyncfsShell | undefined;
 
 /** Whether syncfs worked so far: undefined until tried, false after a failure. */
@@ -138,9 +157,10 @@ let syncfsWorks: boolean | undefined;
  */
 export async function syncFiles(files: readonly string[]): Promise<void> {
   if (files.length === 0) return;
-  if (syncfsWorks !== false) {
+  const dirs = syncfsWorks === false ? [] : oneDirPerFileSystem(files);
+  if (dirs.length > 0) {
     shell ??= new SyncfsShell();
-    const ok = await shell.sync([...new Set(files.map((file) => path.dirname(file)))]);
+    const ok = await shell.sync(dirs);
     if (syncfsWorks === undefined) syncfsWorks = ok;
     if (ok) return;
   }

@@ -7,7 +7,7 @@
  * decoding; NUL is refused; the result must stay under its root lexically and, with symlinks
  * resolved, under the root's real path (symlinks inside the root are served).
  */
-import { realpathSync, statSync, type BigIntStats } from "node:fs";
+import { lstatSync, realpathSync, statSync, type BigIntStats } from "node:fs";
 import { realpath, stat } from "node:fs/promises";
 import path from "node:path";
 import { AgentError } from "../errors.js";
@@ -108,22 +108,42 @@ export async function resolveReadableFile(resolved: ResolvedFileUrl, exclusions:
 }
 
 /**
- * resolveReadableFile with synchronous calls, for callers that run small-file work while a
- * SyncBudget allows (sync-budget.ts). Same checks, same errors.
+ * Real paths of directories, kept for the length of one request that names many files (a
+ * ReadFiles or DigestFiles stream): thousands of SSTable components share a few dozen
+ * directories, and realpath(3) costs a readlink per path component. Only directories are
+ * kept; each file is still lstat'ed itself, and a file that is a symlink gets a full realpath.
  */
-export function resolveReadableFileSync(resolved: ResolvedFileUrl, exclusions: Exclusions): ReadableFile {
-  let realPath: string;
+export type RealDirCache = Map<string, string>;
+
+/**
+ * resolveReadableFile with synchronous calls, for callers that run small-file work while a
+ * SyncBudget allows (sync-budget.ts). Same checks, same errors; `realDirs` saves the realpath
+ * of directories already seen in the same request.
+ */
+export function resolveReadableFileSync(resolved: ResolvedFileUrl, exclusions: Exclusions, realDirs?: RealDirCache): ReadableFile {
+  let realPath: string | undefined;
+  let stats: BigIntStats | undefined;
   let realBase = realRoots.get(resolved.root);
   try {
-    realPath = realpathSync.native(resolved.absPath);
     if (realBase === undefined) realRoots.set(resolved.root, (realBase = realpathSync.native(resolved.root.path)));
+    if (realDirs) {
+      const dir = path.dirname(resolved.absPath);
+      let realDir = realDirs.get(dir);
+      if (realDir === undefined) realDirs.set(dir, (realDir = realpathSync.native(dir)));
+      const candidate = path.join(realDir, path.basename(resolved.absPath));
+      const own = lstatSync(candidate, { bigint: true });
+      if (!own.isSymbolicLink()) {
+        realPath = candidate;
+        stats = own;
+      }
+    }
+    realPath ??= realpathSync.native(resolved.absPath);
   } catch (err) {
     throw resolveError(err);
   }
   checkContained(realPath, realBase);
-  let stats;
   try {
-    stats = statSync(realPath, { bigint: true });
+    stats ??= statSync(realPath, { bigint: true });
   } catch (err) {
     throw statError(err);
   }

@@ -23,7 +23,7 @@ import { createHasher, DigestBudget, digestFile, type Hasher } from "../digest/d
 import { AgentError, throwIfAborted } from "../errors.js";
 import { listRoots, toFileEntry } from "../fs/list.js";
 import { mtimeMsOf } from "../fs/mtime.js";
-import { resolveFileUrl, resolveReadableFile, resolveReadableFileSync } from "../fs/safe-path.js";
+import { type RealDirCache, resolveFileUrl, resolveReadableFile, resolveReadableFileSync } from "../fs/safe-path.js";
 import { SyncBudget } from "../fs/sync-budget.js";
 import type { InstanceContext, InstanceRegistry } from "../instance/registry.js";
 import { requireNotCompleted, requireSource } from "../migration/guards.js";
@@ -230,11 +230,11 @@ async function readAhead(file: AsyncGenerator<ReadFileResponse>): Promise<ReadAh
  * messages as readFileChunks from offset 0, without a thread-pool round trip per call.
  * Never throws: a failure is the result's error.
  */
-async function readWholeSync(instance: InstanceContext, request: ReadFileRequest, budget: SyncBudget): Promise<ReadAhead> {
+async function readWholeSync(instance: InstanceContext, request: ReadFileRequest, budget: SyncBudget, realDirs: RealDirCache): Promise<ReadAhead> {
   const { fileUrl } = request;
   const started = performance.now();
   try {
-    const file = resolveReadableFileSync(resolveFileUrl(instance.roots, fileUrl), instance.exclusions);
+    const file = resolveReadableFileSync(resolveFileUrl(instance.roots, fileUrl), instance.exclusions, realDirs);
     let fd: number;
     try {
       fd = openSync(file.realPath, "r");
@@ -283,6 +283,7 @@ async function* readFilesAhead(
 ): AsyncGenerator<ReadFilesResponse> {
   const pending: { index: number; cost: number; file: Promise<ReadAhead>; ready: boolean }[] = [];
   const budget = new SyncBudget();
+  const realDirs: RealDirCache = new Map();
   let nextIndex = 0;
   let aheadBytes = 0;
   const fill = () => {
@@ -290,7 +291,7 @@ async function* readFilesAhead(
       const request = requests[nextIndex]!;
       const cost = request.expectedSize < 0 ? READ_CHUNK_BYTES : Math.min(request.expectedSize, READ_CHUNK_BYTES);
       const readsWholeSync = budget.fast && request.offset === 0 && request.expectedSize >= 0 && request.expectedSize <= SYNC_READ_MAX_BYTES;
-      const file = readsWholeSync ? readWholeSync(instance, request, budget) : readAhead(readFileChunks(instance, request, signal));
+      const file = readsWholeSync ? readWholeSync(instance, request, budget, realDirs) : readAhead(readFileChunks(instance, request, signal));
       const entry = { index: nextIndex, cost, file, ready: false };
       void file.then(() => (entry.ready = true));
       pending.push(entry);
@@ -398,6 +399,7 @@ async function digestOne(
   limiter: RequestLimiter,
   permitWaitMs: number,
   budget: SyncBudget,
+  realDirs: RealDirCache,
   signal: AbortSignal,
 ): Promise<DigestResult> {
   try {
@@ -405,7 +407,7 @@ async function digestOne(
     const release = await acquirePermit(limiter, permitWaitMs, signal);
     try {
       const file = await budget.run(
-        () => resolveReadableFileSync(resolved, instance.exclusions),
+        () => resolveReadableFileSync(resolved, instance.exclusions, realDirs),
         () => resolveReadableFile(resolved, instance.exclusions),
       );
       return { fileUrl, digest: await digestFile(file.realPath, algorithm, { signal, budget, sizeHint: file.size }) };
@@ -438,11 +440,12 @@ async function* digestAll(
   const ready: DigestResult[] = [];
   let wake: (() => void) | undefined;
   const budget = new DigestBudget();
+  const realDirs: RealDirCache = new Map();
   let next = 0;
   const worker = async () => {
     while (next < fileUrls.length && !stop.signal.aborted) {
       const fileUrl = fileUrls[next++]!;
-      const result = await digestOne(instance, algorithm, fileUrl, limiter, permitWaitMs, budget.next(), stop.signal);
+      const result = await digestOne(instance, algorithm, fileUrl, limiter, permitWaitMs, budget.next(), realDirs, stop.signal);
       if (stop.signal.aborted) return;
       ready.push(result);
       wake?.();

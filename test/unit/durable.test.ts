@@ -51,6 +51,13 @@ describe("syncFiles", () => {
     await expect(syncFiles([path.join(odd, "missing")])).rejects.toMatchObject({ code: "ENOENT" });
   });
 
+  it("fsyncs file by file when a directory of the group is gone, so the error names what is missing", async () => {
+    const { syncFiles } = await import("../../src/fs/durable.js");
+    const written = await files(2);
+    await expect(syncFiles([...written, path.join(dir!, "gone", "f")])).rejects.toMatchObject({ code: "ENOENT" });
+    await syncFiles(written); // syncfs still used afterwards
+  });
+
   it("does not keep the process alive once idle", async () => {
     const written = await files(2);
     const script = `import { syncFiles } from ${JSON.stringify(path.resolve("src/fs/durable.ts"))};

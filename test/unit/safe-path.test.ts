@@ -5,7 +5,14 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { InstanceConfig } from "../../src/config/schema.js";
 import { AgentError } from "../../src/errors.js";
 import { Exclusions } from "../../src/fs/exclude.js";
-import { resolveFileUrl, resolveReadableFile } from "../../src/fs/safe-path.js";
+import {
+  type ReadableFile,
+  type RealDirCache,
+  type ResolvedFileUrl,
+  resolveFileUrl,
+  resolveReadableFile,
+  resolveReadableFileSync,
+} from "../../src/fs/safe-path.js";
 import { fileUrlOf, migrationRoots, type MigrationRoot } from "../../src/instance/directories.js";
 
 let base: string;
@@ -40,7 +47,20 @@ beforeAll(async () => {
   await writeFile(path.join(base, "secret.txt"), "secret");
   await symlink(path.join(base, "secret.txt"), path.join(base, "data0/ks/escape.db"));
   await symlink(path.join(base, "data0/ks/t-1/nb-1-big-Data.db"), path.join(base, "data0/ks/inside.db"));
+  await mkdir(path.join(base, "outside"));
+  await writeFile(path.join(base, "outside/nb-2-big-Data.db"), "out");
+  await symlink(path.join(base, "outside"), path.join(base, "data0/ks/linked-out"));
+  await symlink(path.join(base, "data0/ks/t-1"), path.join(base, "data0/ks/linked-in"));
 });
+
+/** The three ways the source checks a file on disk: all must give the same answers. */
+const realDirs: RealDirCache = new Map();
+const checkers: [string, (resolved: ResolvedFileUrl) => Promise<ReadableFile>][] = [
+  ["resolveReadableFile", (resolved) => resolveReadableFile(resolved, exclusions)],
+  ["resolveReadableFileSync", async (resolved) => resolveReadableFileSync(resolved, exclusions)],
+  // One cache across the tests, as across the files of one stream.
+  ["resolveReadableFileSync with a RealDirCache", async (resolved) => resolveReadableFileSync(resolved, exclusions, realDirs)],
+];
 
 afterAll(async () => rm(base, { recursive: true, force: true }));
 
@@ -51,15 +71,6 @@ function failure(url: string): { code: string; message: string } {
     return { code: (err as AgentError).code, message: (err as AgentError).message };
   }
   throw new Error(`accepted ${url}`);
-}
-
-async function readFailure(url: string): Promise<{ code: string; message: string }> {
-  try {
-    await resolveReadableFile(resolveFileUrl(roots, url), exclusions);
-  } catch (err) {
-    return { code: (err as AgentError).code, message: (err as AgentError).message };
-  }
-  throw new Error(`served ${url}`);
 }
 
 const P = "/api/v1/live-migration/files";
@@ -100,6 +111,18 @@ describe("the path checker", () => {
     });
   }
 
+});
+
+describe.each(checkers)("the checks on disk (%s)", (_name, check) => {
+  async function readFailure(url: string): Promise<{ code: string; message: string }> {
+    try {
+      await check(resolveFileUrl(roots, url));
+    } catch (err) {
+      return { code: (err as AgentError).code, message: (err as AgentError).message };
+    }
+    throw new Error(`served ${url}`);
+  }
+
   it("does not decode twice: %252E%252E stays a literal name that does not exist", async () => {
     const f = await readFailure(`${P}/data/0/%252E%252E/secret.txt`);
     expect(f).toEqual({ code: "NotFound", message: "File not found" });
@@ -115,7 +138,7 @@ describe("the path checker", () => {
   });
 
   it("serves a symlink that stays inside the data dir", async () => {
-    const file = await resolveReadableFile(resolveFileUrl(roots, `${P}/data/0/ks/inside.db`), exclusions);
+    const file = await check(resolveFileUrl(roots, `${P}/data/0/ks/inside.db`));
     expect(file.size).toBe(4);
     expect(file.realPath).toBe(path.join(base, "data0/ks/t-1/nb-1-big-Data.db"));
   });
@@ -127,5 +150,24 @@ describe("the path checker", () => {
       code: "NotFound",
       message: "Requested path is excluded from live migration",
     });
+  });
+
+  it("refuses the root itself as a directory", async () => {
+    expect(await readFailure(`${P}/data/0`)).toEqual({ code: "InvalidArgument", message: "Cannot transfer directory" });
+  });
+
+  it("refuses a file under a symlinked directory that leads out of the data dir, and serves one that stays in", async () => {
+    expect(await readFailure(`${P}/data/0/ks/linked-out/nb-2-big-Data.db`)).toEqual({
+      code: "PermissionDenied",
+      message: "Resolved path escapes base directory",
+    });
+    const file = await check(resolveFileUrl(roots, `${P}/data/0/ks/linked-in/nb-1-big-Data.db`));
+    expect(file.realPath).toBe(path.join(base, "data0/ks/t-1/nb-1-big-Data.db"));
+  });
+
+  it("serves a plain file with its size and real path", async () => {
+    const file = await check(resolveFileUrl(roots, `${P}/data/0/ks/t-1/nb-1-big-Data.db`));
+    expect(file.size).toBe(4);
+    expect(file.realPath).toBe(path.join(base, "data0/ks/t-1/nb-1-big-Data.db"));
   });
 });
