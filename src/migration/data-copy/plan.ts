@@ -15,7 +15,8 @@
  * no bytes is downloaded as is (directories, empty files), `present <= successThreshold`
  * downloads it, and `present > successThreshold` downloads nothing (the iteration succeeds).
  */
-import { rm } from "node:fs/promises";
+import { unlinkSync } from "node:fs";
+import { rm, unlink } from "node:fs/promises";
 import path from "node:path";
 import { AgentError } from "../../errors.js";
 import type { LocalEntry } from "../../fs/list.js";
@@ -144,16 +145,45 @@ export function isBelowARoot(roots: readonly MigrationRoot[], p: string): boolea
  * @throws AgentError Internal for a path that is not strictly below a root, or on an IO error.
  */
 export async function applyCleaning(roots: readonly MigrationRoot[], deletions: readonly Deletion[]): Promise<void> {
+  // Files are unlinked synchronously while that stays cheap: a pass after compaction deletes
+  // thousands, and rm() costs two thread-pool round trips each.
+  const budget = new SyncBudget();
   for (const d of deletions) {
     if (!isBelowARoot(roots, d.absPath)) {
       throw new AgentError("Internal", `Refusing to delete ${d.absPath}: not below a migrated root`);
     }
     try {
-      await rm(d.absPath, { recursive: d.kind === "DIRECTORY", force: true });
+      if (d.kind === "FILE") await budget.run(() => unlinkFileSync(d.absPath), () => unlinkFile(d.absPath));
+      else await rm(d.absPath, { recursive: true, force: true });
     } catch (err) {
       throw new AgentError("Internal", `Cannot delete ${d.absPath}: ${(err as Error).message}`, { cause: err });
     }
   }
+}
+
+/**
+ * Unlinks a listed file. Gone already is fine; so is a directory in its place (not ours to
+ * remove on a file's listing: the next pass lists it as a directory and decides).
+ */
+function unlinkFileSync(file: string): void {
+  try {
+    unlinkSync(file);
+  } catch (err) {
+    ignoreVanishedOrDirectory(err);
+  }
+}
+
+async function unlinkFile(file: string): Promise<void> {
+  try {
+    await unlink(file);
+  } catch (err) {
+    ignoreVanishedOrDirectory(err);
+  }
+}
+
+function ignoreVanishedOrDirectory(err: unknown): void {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code !== "ENOENT" && code !== "EISDIR") throw err;
 }
 
 const STAT_PARALLELISM = 32;

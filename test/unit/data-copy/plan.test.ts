@@ -140,6 +140,17 @@ describe("cleaning decisions", () => {
     expect(await readdir(path.join(data0, "ks"))).toEqual([]);
   });
 
+  it("skips a listed file that has vanished or turned into a directory since the listing (the next pass decides)", async () => {
+    const { instance, data0 } = await setup();
+    await writeTree(data0, { "ks/t/now-a-dir/inner": "x", "ks/t/plain": "y" });
+    await applyCleaning(instance.roots, [
+      { absPath: path.join(data0, "ks/t/gone"), kind: "FILE", reason: "test" },
+      { absPath: path.join(data0, "ks/t/now-a-dir"), kind: "FILE", reason: "test" },
+      { absPath: path.join(data0, "ks/t/plain"), kind: "FILE", reason: "test" },
+    ]);
+    expect(await readdir(path.join(data0, "ks/t"))).toEqual(["now-a-dir"]);
+  });
+
   it("leaves locally excluded paths alone and never deletes a root", async () => {
     const { instance, data0, base } = await setup();
     await writeTree(data0, { "ks/t/snapshots/snap1/a": "x" });
