@@ -50,8 +50,7 @@ class SyncfsShell {
 
   /** syncfs of the filesystems holding `dirs`; false when that could not be done. */
   sync(dirs: readonly string[]): Promise<boolean> {
-    // One directory per line: a name with a newline cannot be sent (never the case for Cassandra dirs).
-    if (!this.usable || dirs.some((dir) => dir.includes("\n"))) return Promise.resolve(false);
+    if (!this.usable) return Promise.resolve(false);
     return new Promise((resolve) => {
       this.waiting.push({ dirs, resolve });
       if (this.inFlight.length === 0) this.sendWaiting();
@@ -130,11 +129,14 @@ class SyncfsShell {
 
 /**
  * A directory of each filesystem holding `files`: `sync -f` calls syncfs once per argument, and
- * a group of files spans dozens of table directories, usually of one filesystem.
+ * a group of files spans dozens of table directories, usually of one filesystem. Empty when the
+ * files must be fsynced one by one instead.
  */
 function oneDirPerFileSystem(files: readonly string[]): string[] {
   const byDevice = new Map<number, string>();
   for (const dir of new Set(files.map((file) => path.dirname(file)))) {
+    // The shell reads one directory per line: a name with a newline cannot be sent (never the case for Cassandra dirs).
+    if (dir.includes("\n")) return [];
     let device: number;
     try {
       device = statSync(dir).dev;

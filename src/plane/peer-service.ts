@@ -31,15 +31,15 @@ import type { DigestResult, ReadFileRequest } from "../migration/peer.js";
 import type { RequestLimiter } from "../migration/request-limiter.js";
 import type { DigestAlgorithmName } from "../migration/types.js";
 import {
+  allocChunk,
   fromDigestAlgorithm,
   fromReadFileRequest,
   toDigestFilesResponse,
   toInstanceFile,
   toReadFileData,
-  allocChunk,
-  trimChunk,
   toReadFileTrailer,
   toReadFilesPiece,
+  trimChunk,
 } from "./wire.js";
 
 /** Bytes per ReadFile data message (1 MiB), well under the 64 MiB message limit. */
