@@ -52,6 +52,9 @@ export function hostOfHeader(header: string): string {
   return colon >= 0 ? h.slice(0, colon) : h;
 }
 
+/** Host header values whose DNS answer is remembered at most (the cache starts over beyond). */
+const RESOLVED_HOSTS_KEPT = 1024;
+
 export class InstanceRegistry {
   private readonly byHost = new Map<string, InstanceContext>();
   private readonly resolved = new Map<string, InstanceContext | undefined>();
@@ -91,7 +94,11 @@ export class InstanceRegistry {
     const host = hostOfHeader(hostHeader);
     const exact = this.byHost.get(host);
     if (exact) return exact;
-    if (!this.resolved.has(host)) this.resolved.set(host, await this.resolveByAddress(host));
+    if (!this.resolved.has(host)) {
+      // Any client can send any Host: the answers are kept, but not without bound.
+      if (this.resolved.size >= RESOLVED_HOSTS_KEPT) this.resolved.clear();
+      this.resolved.set(host, await this.resolveByAddress(host));
+    }
     const byAddress = this.resolved.get(host);
     if (byAddress) return byAddress;
     throw new AgentError("NotFound", `No Cassandra instance is configured for host ${host}`);
