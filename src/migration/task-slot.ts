@@ -19,6 +19,8 @@ const SETTLE_WAIT_MS = 3_000;
 
 export class TaskSlot {
   private task: MigrationTask | undefined;
+  /** When `task` came from restore: its creation time; undefined for a claimed task. */
+  private restoredCreatedAt: number | undefined;
   private claiming = false;
 
   /** The current or last task of the instance. */
@@ -45,14 +47,21 @@ export class TaskSlot {
       }
       const task = create();
       this.task = task;
+      this.restoredCreatedAt = undefined;
       return task;
     } finally {
       this.claiming = false;
     }
   }
 
-  /** Restores the last task from persisted state at startup. */
-  restore(task: MigrationTask): void {
+  /**
+   * Restores a task from persisted state at startup. Data-copy and verification tasks are
+   * persisted apart; of those restored, the one created last (`createdAt`, epoch ms) stays, and
+   * a task claimed since start is never replaced.
+   */
+  restore(task: MigrationTask, createdAt = 0): void {
+    if (this.task !== undefined && (this.restoredCreatedAt === undefined || this.restoredCreatedAt >= createdAt)) return;
     this.task = task;
+    this.restoredCreatedAt = createdAt;
   }
 }

@@ -88,7 +88,7 @@ export class DataCopyManager implements DataCopyTasks {
   }
 
   /**
-   * Reads the last persisted task into the slot, unless the slot already holds a task. A task
+   * Reads the last persisted task into the slot (which keeps the newest restored task). A task
    * that was still running when the agent died shows FAILED `interrupted: agent restarted
    * during iteration <k>`, and that is written back.
    */
@@ -106,7 +106,7 @@ export class DataCopyManager implements DataCopyTasks {
         "data-copy task was interrupted by a restart",
       );
     }
-    if (this.deps.instance.slot.current() === undefined) this.deps.instance.slot.restore(new RestoredDataCopyTask(view));
+    this.deps.instance.slot.restore(new RestoredDataCopyTask(view), saved.createdAt);
   }
 
   async create(request: CreateDataCopyRequest): Promise<{ taskId: string }> {

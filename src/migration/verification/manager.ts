@@ -39,14 +39,14 @@ export class VerificationManager implements VerificationTasks {
   }
 
   /**
-   * Makes the last saved task readable again after a restart, if the instance's slot is still
-   * empty (a task restored by the data-copy manager wins). Optional; never throws.
+   * Makes the last saved task readable again after a restart, unless the slot holds a newer one
+   * (a data-copy task restored later, or a task started since). Optional; never throws.
    */
   async init(): Promise<void> {
-    if (!this.store || this.deps.instance.slot.current() !== undefined) return;
+    if (!this.store) return;
     try {
       const saved = await this.store.load();
-      if (saved && this.deps.instance.slot.current() === undefined) this.deps.instance.slot.restore(new RestoredVerificationTask(saved));
+      if (saved) this.deps.instance.slot.restore(new RestoredVerificationTask(saved.task), saved.createdAt);
     } catch (err) {
       this.log.warn({ err }, "Could not restore the last verification task");
     }

@@ -51,10 +51,10 @@ export class VerificationTaskStore {
   }
 
   /**
-   * The last saved view, or undefined when there is none.
+   * The last saved view with its task's creation time, or undefined when there is none.
    * @throws AgentError Internal when the file exists but cannot be read or is not a saved view.
    */
-  async load(): Promise<VerificationTaskView | undefined> {
+  async load(): Promise<{ readonly task: VerificationTaskView; readonly createdAt: number } | undefined> {
     let text: string;
     try {
       text = await readFile(this.file, "utf8");
@@ -68,9 +68,9 @@ export class VerificationTaskStore {
     } catch (err) {
       throw new AgentError("Internal", `${this.file} is not JSON: ${(err as Error).message}`, { cause: err });
     }
-    const task = (record as Partial<Persisted> | null)?.task;
+    const { task, createdAt } = (record ?? {}) as Partial<Persisted>;
     if (!isView(task)) throw new AgentError("Internal", `${this.file} does not hold a verification task`);
-    return task;
+    return { task, createdAt: typeof createdAt === "number" ? createdAt : 0 };
   }
 }
 

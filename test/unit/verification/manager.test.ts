@@ -191,7 +191,7 @@ describe("VerificationManager persistence", () => {
     expect(restarted.get(next.taskId).state).toBe("COMPLETED");
   });
 
-  it("restores a task saved while running as FAILED, and leaves an occupied slot alone", async () => {
+  it("restores a task saved while running as FAILED; of two restored tasks the newer stays", async () => {
     env = await makeEnv();
     const store = new VerificationTaskStore(env.deps.instance.config.stagingDir);
     const running = {
@@ -209,16 +209,28 @@ describe("VerificationManager persistence", () => {
       filesMatched: 1,
       mismatchedFiles: [],
     };
-    await store.save(running, Date.now());
+    await store.save(running, 2_000);
     const manager = new VerificationManager(env.deps, { store });
     await manager.init();
     expect(manager.get("t-run")).toMatchObject({ state: "FAILED", failureReason: "the agent stopped while the task was IN_PROGRESS", filesMatched: 1 });
 
-    const busyDeps: TaskDeps = { ...env.deps, instance: { ...env.deps.instance, slot: new TaskSlot() } };
-    busyDeps.instance.slot.restore(dataCopyTask("dc-9", true));
-    const other = new VerificationManager(busyDeps, { store });
-    await other.init();
-    expect(busyDeps.instance.slot.current()!.id).toBe("dc-9");
+    // A data-copy task restored first but created earlier gives way to the newer verification task...
+    const olderCopy: TaskDeps = { ...env.deps, instance: { ...env.deps.instance, slot: new TaskSlot() } };
+    olderCopy.instance.slot.restore(dataCopyTask("dc-8", true), 1_000);
+    await new VerificationManager(olderCopy, { store }).init();
+    expect(olderCopy.instance.slot.current()!.id).toBe("t-run");
+
+    // ...and a newer one stays.
+    const newerCopy: TaskDeps = { ...env.deps, instance: { ...env.deps.instance, slot: new TaskSlot() } };
+    newerCopy.instance.slot.restore(dataCopyTask("dc-9", true), 3_000);
+    await new VerificationManager(newerCopy, { store }).init();
+    expect(newerCopy.instance.slot.current()!.id).toBe("dc-9");
+
+    // A task claimed since start is never replaced by a restored one.
+    const claimed: TaskDeps = { ...env.deps, instance: { ...env.deps.instance, slot: new TaskSlot() } };
+    await claimed.instance.slot.claim("busy", () => dataCopyTask("dc-live", false));
+    await new VerificationManager(claimed, { store }).init();
+    expect(claimed.instance.slot.current()!.id).toBe("dc-live");
   });
 
   it("init() survives a corrupt file", async () => {
