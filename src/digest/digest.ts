@@ -126,7 +126,7 @@ export async function digestFile(path: string, algorithm: DigestAlgorithmName, o
 }
 
 /**
- * The main thread's read buffer for hashWholeSync, which fills and hashes it without yielding,
+ * The main thread's read buffer for hashOpenFileSync, which fills and hashes it without yielding,
  * so that one buffer serves every file. One byte over SYNC_DIGEST_MAX_BYTES: the read that
  * finds the end of a file of the largest expected size must not be one of length 0.
  */
@@ -134,19 +134,48 @@ let syncBuffer: Buffer | undefined;
 
 /**
  * Feeds a whole file to the hasher with synchronous calls (open, read until a read returns 0,
- * close), hashing after the file is closed unless it outgrows the buffer.
+ * close).
  * @returns the milliseconds spent in filesystem calls.
  */
 function hashWholeSync(path: string, hasher: Hasher): number {
   const started = performance.now();
-  let hashingMs = 0;
-  const buffer = (syncBuffer ??= Buffer.allocUnsafeSlow(SYNC_DIGEST_MAX_BYTES + 1));
   let fd: number;
   try {
     fd = openSync(path, "r");
   } catch (err) {
     throw AgentError.from(err);
   }
+  let hashingMs: number;
+  try {
+    hashingMs = hashOpenFileSync(fd, hasher);
+  } finally {
+    closeSync(fd);
+  }
+  return performance.now() - started - hashingMs;
+}
+
+/**
+ * Digests a small file through a descriptor the caller opened and closes (e.g. from
+ * openReadableFileSync), with synchronous reads from its current position to its end: for a
+ * stream of whole-file digests while its SyncBudget is fast.
+ * @returns the digest, and the milliseconds spent hashing (to leave out of the budget's charge).
+ */
+export function digestOpenFileSync(fd: number, algorithm: DigestAlgorithmName): { digest: string; hashingMs: number } {
+  const hasher = createHasher(algorithm);
+  const hashingMs = hashOpenFileSync(fd, hasher);
+  const started = performance.now();
+  const digest = hasher.digest();
+  return { digest, hashingMs: hashingMs + performance.now() - started };
+}
+
+/**
+ * Feeds an open file to the hasher from its current position to its end, reading into the
+ * shared syncBuffer without yielding.
+ * @returns the milliseconds spent hashing.
+ */
+function hashOpenFileSync(fd: number, hasher: Hasher): number {
+  let hashingMs = 0;
+  const buffer = (syncBuffer ??= Buffer.allocUnsafeSlow(SYNC_DIGEST_MAX_BYTES + 1));
   let length = 0;
   try {
     for (;;) {
@@ -162,12 +191,10 @@ function hashWholeSync(path: string, hasher: Hasher): number {
     }
   } catch (err) {
     throw AgentError.from(err);
-  } finally {
-    closeSync(fd);
   }
-  const ioMs = performance.now() - started - hashingMs;
+  const hashStart = performance.now();
   hasher.update(buffer.subarray(0, length));
-  return ioMs;
+  return hashingMs + performance.now() - hashStart;
 }
 
 /**

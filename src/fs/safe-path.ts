@@ -7,7 +7,7 @@
  * decoding; NUL is refused; the result must stay under its root lexically and, with symlinks
  * resolved, under the root's real path (symlinks inside the root are served).
  */
-import { lstatSync, realpathSync, statSync, type BigIntStats } from "node:fs";
+import { closeSync, constants as fsConstants, fstatSync, lstatSync, openSync, realpathSync, statSync, type BigIntStats } from "node:fs";
 import { realpath, stat } from "node:fs/promises";
 import path from "node:path";
 import { AgentError } from "../errors.js";
@@ -150,6 +150,56 @@ export function resolveReadableFileSync(resolved: ResolvedFileUrl, exclusions: E
   return checkReadable(resolved, exclusions, realPath, stats);
 }
 
+/** A checked file, open for reading; the caller closes `fd`. */
+export interface OpenReadableFile extends ReadableFile {
+  readonly fd: number;
+}
+
+/** Opens without following a final symlink, and without waiting on a FIFO's writer. */
+const OPEN_CHECKED = fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK;
+
+/**
+ * resolveReadableFileSync that also opens the file: the same checks and errors with one path
+ * walk instead of two (open of the name in its directory's cached real path, with O_NOFOLLOW,
+ * then fstat of the descriptor). Opening the very name that was checked also closes the window in
+ * which a checked file could be swapped for a symlink leading out of the root between the check
+ * and the open. A name that is a symlink (ELOOP), or a directory whose real path is outside the
+ * root, takes resolveReadableFileSync's full check first, so nothing outside the root is opened.
+ * @throws AgentError as resolveReadableFileSync, or from the open's errno; the descriptor is
+ * closed on any error.
+ */
+export function openReadableFileSync(resolved: ResolvedFileUrl, exclusions: Exclusions, realDirs: RealDirCache): OpenReadableFile {
+  let realPath: string;
+  let fd: number;
+  try {
+    let realBase = realRoots.get(resolved.root);
+    if (realBase === undefined) realRoots.set(resolved.root, (realBase = realpathSync.native(resolved.root.path)));
+    const dir = path.dirname(resolved.absPath);
+    let realDir = realDirs.get(dir);
+    if (realDir === undefined) realDirs.set(dir, (realDir = realpathSync.native(dir)));
+    realPath = path.join(realDir, path.basename(resolved.absPath));
+    if (!isContained(realPath, realBase)) realPath = resolveReadableFileSync(resolved, exclusions, realDirs).realPath;
+    try {
+      fd = openSync(realPath, OPEN_CHECKED);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "ELOOP") throw err;
+      // A symlink: open its checked target (a real path, so O_NOFOLLOW still holds).
+      realPath = resolveReadableFileSync(resolved, exclusions, realDirs).realPath;
+      fd = openSync(realPath, OPEN_CHECKED);
+    }
+  } catch (err) {
+    if (err instanceof AgentError) throw err;
+    const code = (err as NodeJS.ErrnoException).code;
+    throw code === "ENOENT" || code === "ENOTDIR" || code === "ELOOP" ? resolveError(err) : AgentError.from(err);
+  }
+  try {
+    return { ...checkReadable(resolved, exclusions, realPath, fstatSync(fd, { bigint: true })), fd };
+  } catch (err) {
+    closeSync(fd);
+    throw err instanceof AgentError ? err : statError(err);
+  }
+}
+
 function resolveError(err: unknown): AgentError {
   const code = (err as NodeJS.ErrnoException).code;
   if (code === "ENOENT" || code === "ENOTDIR") return new AgentError("NotFound", "File not found", { cause: err });
@@ -161,8 +211,12 @@ function statError(err: unknown): AgentError {
   return new AgentError("Internal", "Filesystem error while resolving requested path", { cause: err });
 }
 
+function isContained(realPath: string, realBase: string): boolean {
+  return realPath === realBase || realPath.startsWith(realBase + path.sep);
+}
+
 function checkContained(realPath: string, realBase: string): void {
-  if (realPath !== realBase && !realPath.startsWith(realBase + path.sep)) {
+  if (!isContained(realPath, realBase)) {
     throw new AgentError("PermissionDenied", "Resolved path escapes base directory");
   }
 }

@@ -5,7 +5,7 @@
  * otherwise). ReadFile and DigestFiles also refuse a COMPLETED instance (FAILED_PRECONDITION)
  * and count against the shared RequestLimiter (max_concurrent_file_requests).
  */
-import { closeSync, fstatSync, openSync, readSync } from "node:fs";
+import { closeSync, fstatSync, readSync } from "node:fs";
 import { open, type FileHandle } from "node:fs/promises";
 import { setImmediate as setImmediatePromise } from "node:timers/promises";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
@@ -19,11 +19,11 @@ import {
   type ReadFilesResponse,
   ReadFilesResponseSchema,
 } from "../../gen/livemigration/v1/peer_pb.js";
-import { createHasher, DigestBudget, digestFile, type Hasher } from "../digest/digest.js";
+import { createHasher, DigestBudget, digestFile, digestOpenFileSync, type Hasher, SYNC_DIGEST_MAX_BYTES } from "../digest/digest.js";
 import { AgentError, throwIfAborted } from "../errors.js";
 import { listRoots, toFileEntry } from "../fs/list.js";
 import { mtimeMsOf } from "../fs/mtime.js";
-import { type RealDirCache, resolveFileUrl, resolveReadableFile, resolveReadableFileSync } from "../fs/safe-path.js";
+import { openReadableFileSync, type ReadableFile, type RealDirCache, resolveFileUrl, resolveReadableFile } from "../fs/safe-path.js";
 import { SyncBudget } from "../fs/sync-budget.js";
 import type { InstanceContext, InstanceRegistry } from "../instance/registry.js";
 import { requireNotCompleted, requireSource } from "../migration/guards.js";
@@ -234,17 +234,8 @@ async function readWholeSync(instance: InstanceContext, request: ReadFileRequest
   const { fileUrl } = request;
   const started = performance.now();
   try {
-    const file = resolveReadableFileSync(resolveFileUrl(instance.roots, fileUrl), instance.exclusions, realDirs);
-    let fd: number;
+    const { fd, size, lastModifiedTime: mtime } = openReadableFileSync(resolveFileUrl(instance.roots, fileUrl), instance.exclusions, realDirs);
     try {
-      fd = openSync(file.realPath, "r");
-    } catch (err) {
-      throw AgentError.from(err);
-    }
-    try {
-      const before = fstatSync(fd, { bigint: true });
-      const size = Number(before.size);
-      const mtime = mtimeMsOf(before);
       checkUnchangedSinceListing(request, size, mtime);
       const data = Buffer.allocUnsafe(size);
       for (let position = 0; position < size; ) {
@@ -389,8 +380,9 @@ async function acquirePermit(limiter: RequestLimiter, waitMs: number, signal: Ab
 }
 
 /**
- * Digest of one file; failures become the result's error (never thrown). The path checks and a
- * small file's reads run synchronously while `budget` allows (sync-budget.ts).
+ * Digest of one file; failures become the result's error (never thrown). While `budget` allows
+ * (sync-budget.ts) the file is checked and opened in one step (openReadableFileSync) and, if
+ * small, hashed through that descriptor synchronously; a big one goes to the hash pool (digest.ts).
  */
 async function digestOne(
   instance: InstanceContext,
@@ -406,10 +398,26 @@ async function digestOne(
     const resolved = resolveFileUrl(instance.roots, fileUrl);
     const release = await acquirePermit(limiter, permitWaitMs, signal);
     try {
-      const file = await budget.run(
-        () => resolveReadableFileSync(resolved, instance.exclusions, realDirs),
-        () => resolveReadableFile(resolved, instance.exclusions),
-      );
+      let file: ReadableFile;
+      if (budget.fast) {
+        const started = performance.now();
+        let hashed: { digest: string; hashingMs: number } | undefined;
+        try {
+          const opened = openReadableFileSync(resolved, instance.exclusions, realDirs);
+          try {
+            if (opened.size <= SYNC_DIGEST_MAX_BYTES) hashed = digestOpenFileSync(opened.fd, algorithm);
+          } finally {
+            closeSync(opened.fd);
+          }
+          file = opened;
+        } finally {
+          // Only the filesystem calls are charged: hashing costs the same however the bytes were read.
+          await budget.charge(started + (hashed?.hashingMs ?? 0));
+        }
+        if (hashed) return { fileUrl, digest: hashed.digest };
+      } else {
+        file = await resolveReadableFile(resolved, instance.exclusions);
+      }
       return { fileUrl, digest: await digestFile(file.realPath, algorithm, { signal, budget, sizeHint: file.size }) };
     } finally {
       release();

@@ -1,3 +1,5 @@
+import { execFileSync } from "node:child_process";
+import { closeSync, readFileSync } from "node:fs";
 import { mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -9,6 +11,7 @@ import {
   type ReadableFile,
   type RealDirCache,
   type ResolvedFileUrl,
+  openReadableFileSync,
   resolveFileUrl,
   resolveReadableFile,
   resolveReadableFileSync,
@@ -51,15 +54,28 @@ beforeAll(async () => {
   await writeFile(path.join(base, "outside/nb-2-big-Data.db"), "out");
   await symlink(path.join(base, "outside"), path.join(base, "data0/ks/linked-out"));
   await symlink(path.join(base, "data0/ks/t-1"), path.join(base, "data0/ks/linked-in"));
+  execFileSync("mkfifo", [path.join(base, "data0/ks/t-1/nb-3-big-Data.db")]);
 });
 
-/** The three ways the source checks a file on disk: all must give the same answers. */
+/** The four ways the source checks a file on disk: all must give the same answers. */
 const realDirs: RealDirCache = new Map();
+const openedRealDirs: RealDirCache = new Map();
 const checkers: [string, (resolved: ResolvedFileUrl) => Promise<ReadableFile>][] = [
   ["resolveReadableFile", (resolved) => resolveReadableFile(resolved, exclusions)],
   ["resolveReadableFileSync", async (resolved) => resolveReadableFileSync(resolved, exclusions)],
   // One cache across the tests, as across the files of one stream.
   ["resolveReadableFileSync with a RealDirCache", async (resolved) => resolveReadableFileSync(resolved, exclusions, realDirs)],
+  [
+    "openReadableFileSync",
+    async (resolved) => {
+      const { fd, ...file } = openReadableFileSync(resolved, exclusions, openedRealDirs);
+      // The descriptor is the checked file's.
+      const content = readFileSync(fd);
+      closeSync(fd);
+      expect(content).toEqual(readFileSync(file.realPath));
+      return file;
+    },
+  ],
 ];
 
 afterAll(async () => rm(base, { recursive: true, force: true }));
@@ -150,6 +166,10 @@ describe.each(checkers)("the checks on disk (%s)", (_name, check) => {
       code: "NotFound",
       message: "Requested path is excluded from live migration",
     });
+  });
+
+  it("refuses a FIFO as not a file, without waiting for a writer", async () => {
+    expect(await readFailure(`${P}/data/0/ks/t-1/nb-3-big-Data.db`)).toEqual({ code: "NotFound", message: "File not found" });
   });
 
   it("refuses the root itself as a directory", async () => {
