@@ -14,6 +14,8 @@ import { type GetMigrationStatusResponse, MigrationState } from "../../gen/livem
 import {
   type DigestFilesResponse,
   DigestFilesResponseSchema,
+  type FileDigest,
+  FileDigestSchema,
   type ReadFileRequest as ReadFileRequestMessage,
   ReadFileRequestSchema,
   type ReadFileResponse,
@@ -110,10 +112,13 @@ export function toReadFileData(data: Uint8Array): ReadFileResponse {
 const CHUNK_HEADROOM = 6;
 /** `data` is field 1, wire type 2 (length-delimited). */
 const DATA_FIELD_TAG = (1 << 3) | 2;
-/** Size of recycled chunk memory (the plane's chunk size); bigger requests get their own. */
+/**
+ * Chunks of exactly this size (the plane's chunk size: every chunk of a big file but its last)
+ * use recycled memory; others get memory of their own size, as small files and the last chunks
+ * of big ones are mostly far smaller, and ReadFiles messages are encoded by toBinary, which never
+ * hands the memory back.
+ */
 const POOLED_CHUNK_BYTES = 1 << 20;
-/** Smaller chunks come from malloc's heap cheaply and are not worth recycling. */
-const POOLED_CHUNK_MIN_BYTES = 64 << 10;
 /** Idle chunk buffers kept for reuse (a few streams' worth); the rest go to the GC. */
 const CHUNK_POOL_SIZE = 16;
 
@@ -123,7 +128,7 @@ const idleChunkMemory: ArrayBuffer[] = [];
 
 /** A buffer for up to `size` bytes of a file, to be sent with toReadFileData without a copy. */
 export function allocChunk(size: number): Buffer {
-  const pooled = size >= POOLED_CHUNK_MIN_BYTES && size <= POOLED_CHUNK_BYTES;
+  const pooled = size === POOLED_CHUNK_BYTES;
   const memory = (pooled && idleChunkMemory.pop()) || Buffer.allocUnsafeSlow(CHUNK_HEADROOM + (pooled ? POOLED_CHUNK_BYTES : size)).buffer;
   const chunk = Buffer.from(memory, CHUNK_HEADROOM, size);
   chunksWithHeadroom.set(chunk, pooled);
@@ -289,20 +294,25 @@ export function fromDigestAlgorithm(algorithm: DigestAlgorithm): DigestAlgorithm
   }
 }
 
-/** Domain digest result → wire message; a failure carries its gRPC status number and message. */
-export function toDigestFilesResponse(result: DigestResult): DigestFilesResponse {
+/** Domain digest result → wire FileDigest; a failure carries its gRPC status number and message. */
+export function toFileDigest(result: DigestResult): FileDigest {
   if (result.error) {
-    return create(DigestFilesResponseSchema, {
+    return create(FileDigestSchema, {
       fileUrl: result.fileUrl,
       errorCode: grpcStatusOf(result.error.code),
       errorMessage: result.error.message,
     });
   }
-  return create(DigestFilesResponseSchema, { fileUrl: result.fileUrl, digest: result.digest ?? "" });
+  return create(FileDigestSchema, { fileUrl: result.fileUrl, digest: result.digest ?? "" });
 }
 
-/** Wire digest message → domain result; a non-zero error_code becomes an AgentError. */
-export function fromDigestFilesResponse(message: DigestFilesResponse): DigestResult {
+/** Domain digest results that are ready together → one wire message. */
+export function toDigestFilesResponse(results: readonly DigestResult[]): DigestFilesResponse {
+  return create(DigestFilesResponseSchema, { digests: results.map(toFileDigest) });
+}
+
+/** Wire FileDigest → domain result; a non-zero error_code becomes an AgentError. */
+export function fromFileDigest(message: FileDigest): DigestResult {
   if (message.errorCode !== GrpcStatus.OK || message.errorMessage !== "") {
     const code = message.errorCode === GrpcStatus.OK ? "Internal" : errorCodeOf(message.errorCode);
     return { fileUrl: message.fileUrl, error: new AgentError(code, message.errorMessage || "digest failed") };

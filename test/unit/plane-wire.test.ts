@@ -13,7 +13,7 @@ import {
   errorCodeOf,
   fromClientError,
   fromDigestAlgorithm,
-  fromDigestFilesResponse,
+  fromFileDigest,
   fromInstanceFile,
   fromMigrationStatus,
   fromReadFileRequest,
@@ -136,15 +136,15 @@ describe("message conversions", () => {
     }
   });
 
-  it("carries per-file digest failures as gRPC codes", () => {
+  it("packs digest results and carries per-file failures as gRPC codes", () => {
     const ok = { fileUrl: "/a", digest: "1B2M2Y8AsgTpgAmY7PhCfg==" };
-    expect(fromDigestFilesResponse(toDigestFilesResponse(ok))).toEqual(ok);
-    const failed = toDigestFilesResponse({ fileUrl: "/b", error: new AgentError("NotFound", "File not found") });
-    expect(failed.errorCode).toBe(status.NOT_FOUND);
-    const back = fromDigestFilesResponse(fromBinary(DigestFilesResponseSchema, toBinary(DigestFilesResponseSchema, failed)));
-    expect(back.digest).toBeUndefined();
-    expect(back.error?.code).toBe("NotFound");
-    expect(back.error?.message).toBe("File not found");
+    const packed = toDigestFilesResponse([ok, { fileUrl: "/b", error: new AgentError("NotFound", "File not found") }]);
+    expect(packed.digests.map((d) => d.errorCode)).toEqual([status.OK, status.NOT_FOUND]);
+    const [first, second] = fromBinary(DigestFilesResponseSchema, toBinary(DigestFilesResponseSchema, packed)).digests.map(fromFileDigest);
+    expect(first).toEqual(ok);
+    expect(second!.digest).toBeUndefined();
+    expect(second!.error?.code).toBe("NotFound");
+    expect(second!.error?.message).toBe("File not found");
   });
 
   it("maps the migration status", () => {
@@ -193,7 +193,7 @@ describe("zero-copy ReadFile chunks", () => {
     expect(allocChunk(1 << 20).buffer).not.toBe(first.buffer);
     expect(wire.buffer).toBe(first.buffer);
     await Promise.resolve();
-    const reused = allocChunk(700 << 10);
+    const reused = allocChunk(1 << 20);
     expect(reused.buffer).toBe(first.buffer);
     // Encoding a message twice must not hand the same memory to two chunks.
     encodeReadFileResponse(toReadFileData(reused));
@@ -203,13 +203,15 @@ describe("zero-copy ReadFile chunks", () => {
     expect(allocChunk(1 << 20).buffer).not.toBe(reused.buffer);
   });
 
-  it("never recycle a chunk that was not encoded, or a small one", async () => {
+  it("never recycle a chunk that was not encoded, or one of another size", async () => {
     const unsent = allocChunk(1 << 20);
-    const small = allocChunk(1000);
+    const small = allocChunk(700 << 10);
     encodeReadFileResponse(toReadFileData(small));
     await Promise.resolve();
     expect(allocChunk(1 << 20).buffer).not.toBe(unsent.buffer);
-    expect(allocChunk(1000).buffer).not.toBe(small.buffer);
+    const next = allocChunk(700 << 10);
+    expect(next.buffer).not.toBe(small.buffer);
+    expect(next.buffer.byteLength).toBe((700 << 10) + 6);
   });
 
   it("leave every other message to toBinary", () => {
