@@ -133,8 +133,8 @@ export async function digestFile(path: string, algorithm: DigestAlgorithmName, o
 let syncBuffer: Buffer | undefined;
 
 /**
- * Feeds a whole file to the hasher with synchronous calls (open, read until a read returns 0,
- * close).
+ * Feeds a whole file to the hasher with synchronous calls (open, read until a read comes back
+ * short, close).
  * @returns the milliseconds spent in filesystem calls.
  */
 function hashWholeSync(path: string, hasher: Hasher): number {
@@ -185,9 +185,11 @@ function hashOpenFileSync(fd: number, hasher: Hasher): number {
         hashingMs += performance.now() - hashStart;
         length = 0;
       }
-      const bytesRead = readSync(fd, buffer, length, buffer.length - length, null);
-      if (bytesRead === 0) break;
+      const want = buffer.length - length;
+      const bytesRead = readSync(fd, buffer, length, want, null);
       length += bytesRead;
+      // A regular file's read comes back short only at its end: no read of length 0 to confirm it.
+      if (bytesRead < want) break;
     }
   } catch (err) {
     throw AgentError.from(err);

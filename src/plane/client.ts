@@ -20,7 +20,7 @@ import type { DigestAlgorithmName, FileEntry, MigrationStatus } from "../migrati
 import { methodDefinition, PLANE_MAX_MESSAGE_BYTES } from "./definition.js";
 import {
   fromClientError,
-  fromDigestFilesResponse,
+  fromFileDigest,
   fromInstanceFile,
   fromMigrationStatus,
   fromReadFileResponse,
@@ -199,7 +199,7 @@ export function connectSourcePeer(options: SourcePeerOptions): SourcePeer {
         maxConcurrency,
       });
       for await (const message of serverStream(main, METHODS.digestFiles, request, signal)) {
-        yield fromDigestFilesResponse(message);
+        for (const digest of message.digests) yield fromFileDigest(digest);
       }
     },
 

@@ -56,6 +56,8 @@ const PACK_BYTES = READ_CHUNK_BYTES;
 const SYNC_READ_MAX_BYTES = 64 << 10;
 /** Listing entries per ListFiles message. */
 export const LIST_BATCH_ENTRIES = 1000;
+/** Digest results per DigestFiles message at most (~100 bytes each). */
+const DIGEST_PACK_RESULTS = 1024;
 /** How long one DigestFiles file waits for a limiter permit before it is reported Unavailable (ms). */
 export const DEFAULT_DIGEST_PERMIT_WAIT_MS = 5_000;
 /** Poll interval while a DigestFiles file waits for a permit (ms). */
@@ -123,8 +125,8 @@ export function createPeerService(options: PeerServiceOptions): ServiceImpl<type
         throw new AgentError("InvalidArgument", `max_concurrency must be >= 1, got ${request.maxConcurrency}`);
       }
       const concurrency = Math.min(request.maxConcurrency, limiter.limit, Math.max(1, request.fileUrls.length));
-      for await (const result of digestAll(instance, algorithm, request.fileUrls, concurrency, limiter, permitWaitMs, ctx.signal)) {
-        yield toDigestFilesResponse(result);
+      for await (const results of digestAll(instance, algorithm, request.fileUrls, concurrency, limiter, permitWaitMs, ctx.signal)) {
+        yield toDigestFilesResponse(results);
       }
     },
   };
@@ -429,7 +431,8 @@ async function digestOne(
 
 /**
  * Digests `fileUrls` with at most `concurrency` files in flight, yielding results in completion
- * order, one per URL; small files synchronously while the stream's DigestBudget allows, big
+ * order, one per URL, packed: each yield takes every result ready by then (up to
+ * DIGEST_PACK_RESULTS); small files synchronously while the stream's DigestBudget allows, big
  * ones on the hash pool (digest.ts). Stops starting new files once `signal` aborts; when the
  * consumer stops early, in-flight files are aborted and awaited, so no permit outlives the generator.
  */
@@ -441,7 +444,7 @@ async function* digestAll(
   limiter: RequestLimiter,
   permitWaitMs: number,
   signal: AbortSignal,
-): AsyncGenerator<DigestResult> {
+): AsyncGenerator<DigestResult[]> {
   const stop = new AbortController();
   const onAbort = () => stop.abort(signal.reason);
   signal.addEventListener("abort", onAbort, { once: true });
@@ -473,11 +476,15 @@ async function* digestAll(
           stop.signal.addEventListener("abort", done, { once: true });
         });
         throwIfAborted(stop.signal);
+        // The workers that are mid-file finish theirs within this turn of the event loop
+        // (small files hash synchronously): one turn packs their results into this message.
+        if (delivered + ready.length < fileUrls.length) await setImmediatePromise();
+        throwIfAborted(stop.signal);
         continue;
       }
-      const result = ready.shift()!;
-      delivered++;
-      yield result;
+      const results = ready.splice(0, DIGEST_PACK_RESULTS);
+      delivered += results.length;
+      yield results;
     }
   } finally {
     stop.abort(new AgentError("Cancelled", "digest stream ended"));

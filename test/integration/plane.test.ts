@@ -27,7 +27,8 @@ import {
   MarkMigrationCompletedRequestSchema,
   MigrationState,
 } from "../../gen/livemigration/v1/live_migration_pb.js";
-import { PeerService, ReadFilesRequestSchema, type ReadFilesResponse } from "../../gen/livemigration/v1/peer_pb.js";
+import { DigestAlgorithm } from "../../gen/livemigration/v1/common_pb.js";
+import { DigestFilesRequestSchema, type DigestFilesResponse, PeerService, ReadFilesRequestSchema, type ReadFilesResponse } from "../../gen/livemigration/v1/peer_pb.js";
 import type { Config, InstanceConfig } from "../../src/config/schema.js";
 import { generateDataset } from "../../src/dataset/generate.js";
 import { createHasher } from "../../src/digest/digest.js";
@@ -514,6 +515,29 @@ describe("PeerService.DigestFiles", () => {
       }
     }
     expect(limiter.active).toBe(0);
+  });
+
+  it("packs the results that are ready together into one message, each file exactly once", async () => {
+    const urls = listing.filter((e) => e.fileType === "FILE").map((e) => e.fileUrl);
+    expect(urls.length).toBeGreaterThan(50);
+    const client = rawClient();
+    try {
+      const method = methodDefinition(PeerService.method.digestFiles);
+      const request = create(DigestFilesRequestSchema, { algorithm: DigestAlgorithm.XXHASH32, fileUrls: urls, maxConcurrency: 4 });
+      const responses: DigestFilesResponse[] = [];
+      await new Promise<void>((resolve, reject) => {
+        const call = client.makeServerStreamRequest(method.path, method.requestSerialize, method.responseDeserialize, request);
+        call.on("data", (r: DigestFilesResponse) => responses.push(r));
+        call.on("error", reject);
+        call.on("end", resolve);
+      });
+      const digests = responses.flatMap((r) => r.digests);
+      expect(digests.map((d) => d.fileUrl).sort()).toEqual([...urls].sort());
+      expect(digests.every((d) => d.errorCode === 0 && /^[0-9a-f]{1,8}$/.test(d.digest))).toBe(true);
+      expect(responses.length).toBeLessThan(urls.length / 4);
+    } finally {
+      client.close();
+    }
   });
 
   it("reports per-file failures without failing the stream", async () => {

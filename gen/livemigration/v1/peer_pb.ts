@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file livemigration/v1/peer.proto.
  */
 export const file_livemigration_v1_peer: GenFile = /*@__PURE__*/
-  fileDesc("ChtsaXZlbWlncmF0aW9uL3YxL3BlZXIucHJvdG8SEGxpdmVtaWdyYXRpb24udjEiHQobUGVlclNlcnZpY2VMaXN0RmlsZXNSZXF1ZXN0Ik0KHFBlZXJTZXJ2aWNlTGlzdEZpbGVzUmVzcG9uc2USLQoFZmlsZXMYASADKAsyHi5saXZlbWlncmF0aW9uLnYxLkluc3RhbmNlRmlsZSJvCg9SZWFkRmlsZVJlcXVlc3QSEAoIZmlsZV91cmwYASABKAkSDgoGb2Zmc2V0GAIgASgDEhUKDWV4cGVjdGVkX3NpemUYAyABKAMSIwobZXhwZWN0ZWRfbGFzdF9tb2RpZmllZF90aW1lGAQgASgDImMKEFJlYWRGaWxlUmVzcG9uc2USDgoEZGF0YRgBIAEoDEgAEjQKB3RyYWlsZXIYAiABKAsyIS5saXZlbWlncmF0aW9uLnYxLlJlYWRGaWxlVHJhaWxlckgAQgkKB3BheWxvYWQiSgoPUmVhZEZpbGVUcmFpbGVyEg0KBXh4aDY0GAEgASgJEgwKBHNpemUYAiABKAMSGgoSbGFzdF9tb2RpZmllZF90aW1lGAMgASgDIkQKEFJlYWRGaWxlc1JlcXVlc3QSMAoFZmlsZXMYASADKAsyIS5saXZlbWlncmF0aW9uLnYxLlJlYWRGaWxlUmVxdWVzdCJFChFSZWFkRmlsZXNSZXNwb25zZRIwCgZwaWVjZXMYASADKAsyIC5saXZlbWlncmF0aW9uLnYxLlJlYWRGaWxlc1BpZWNlIpIBCg5SZWFkRmlsZXNQaWVjZRINCgVpbmRleBgBIAEoBRIMCgRkYXRhGAIgASgMEjIKB3RyYWlsZXIYAyABKAsyIS5saXZlbWlncmF0aW9uLnYxLlJlYWRGaWxlVHJhaWxlchIvCgVlcnJvchgEIAEoCzIgLmxpdmVtaWdyYXRpb24udjEuUmVhZEZpbGVzRXJyb3IiLwoOUmVhZEZpbGVzRXJyb3ISDAoEY29kZRgBIAEoBRIPCgdtZXNzYWdlGAIgASgJInYKEkRpZ2VzdEZpbGVzUmVxdWVzdBI0CglhbGdvcml0aG0YASABKA4yIS5saXZlbWlncmF0aW9uLnYxLkRpZ2VzdEFsZ29yaXRobRIRCglmaWxlX3VybHMYAiADKAkSFwoPbWF4X2NvbmN1cnJlbmN5GAMgASgFImIKE0RpZ2VzdEZpbGVzUmVzcG9uc2USEAoIZmlsZV91cmwYASABKAkSDgoGZGlnZXN0GAIgASgJEhIKCmVycm9yX2NvZGUYAyABKAUSFQoNZXJyb3JfbWVzc2FnZRgEIAEoCTKGAwoLUGVlclNlcnZpY2USbAoJTGlzdEZpbGVzEi0ubGl2ZW1pZ3JhdGlvbi52MS5QZWVyU2VydmljZUxpc3RGaWxlc1JlcXVlc3QaLi5saXZlbWlncmF0aW9uLnYxLlBlZXJTZXJ2aWNlTGlzdEZpbGVzUmVzcG9uc2UwARJTCghSZWFkRmlsZRIhLmxpdmVtaWdyYXRpb24udjEuUmVhZEZpbGVSZXF1ZXN0GiIubGl2ZW1pZ3JhdGlvbi52MS5SZWFkRmlsZVJlc3BvbnNlMAESVgoJUmVhZEZpbGVzEiIubGl2ZW1pZ3JhdGlvbi52MS5SZWFkRmlsZXNSZXF1ZXN0GiMubGl2ZW1pZ3JhdGlvbi52MS5SZWFkRmlsZXNSZXNwb25zZTABElwKC0RpZ2VzdEZpbGVzEiQubGl2ZW1pZ3JhdGlvbi52MS5EaWdlc3RGaWxlc1JlcXVlc3QaJS5saXZlbWlncmF0aW9uLnYxLkRpZ2VzdEZpbGVzUmVzcG9uc2UwAWIGcHJvdG8z", [file_livemigration_v1_common]);
+  fileDesc("ChtsaXZlbWlncmF0aW9uL3YxL3BlZXIucHJvdG8SEGxpdmVtaWdyYXRpb24udjEiHQobUGVlclNlcnZpY2VMaXN0RmlsZXNSZXF1ZXN0Ik0KHFBlZXJTZXJ2aWNlTGlzdEZpbGVzUmVzcG9uc2USLQoFZmlsZXMYASADKAsyHi5saXZlbWlncmF0aW9uLnYxLkluc3RhbmNlRmlsZSJvCg9SZWFkRmlsZVJlcXVlc3QSEAoIZmlsZV91cmwYASABKAkSDgoGb2Zmc2V0GAIgASgDEhUKDWV4cGVjdGVkX3NpemUYAyABKAMSIwobZXhwZWN0ZWRfbGFzdF9tb2RpZmllZF90aW1lGAQgASgDImMKEFJlYWRGaWxlUmVzcG9uc2USDgoEZGF0YRgBIAEoDEgAEjQKB3RyYWlsZXIYAiABKAsyIS5saXZlbWlncmF0aW9uLnYxLlJlYWRGaWxlVHJhaWxlckgAQgkKB3BheWxvYWQiSgoPUmVhZEZpbGVUcmFpbGVyEg0KBXh4aDY0GAEgASgJEgwKBHNpemUYAiABKAMSGgoSbGFzdF9tb2RpZmllZF90aW1lGAMgASgDIkQKEFJlYWRGaWxlc1JlcXVlc3QSMAoFZmlsZXMYASADKAsyIS5saXZlbWlncmF0aW9uLnYxLlJlYWRGaWxlUmVxdWVzdCJFChFSZWFkRmlsZXNSZXNwb25zZRIwCgZwaWVjZXMYASADKAsyIC5saXZlbWlncmF0aW9uLnYxLlJlYWRGaWxlc1BpZWNlIpIBCg5SZWFkRmlsZXNQaWVjZRINCgVpbmRleBgBIAEoBRIMCgRkYXRhGAIgASgMEjIKB3RyYWlsZXIYAyABKAsyIS5saXZlbWlncmF0aW9uLnYxLlJlYWRGaWxlVHJhaWxlchIvCgVlcnJvchgEIAEoCzIgLmxpdmVtaWdyYXRpb24udjEuUmVhZEZpbGVzRXJyb3IiLwoOUmVhZEZpbGVzRXJyb3ISDAoEY29kZRgBIAEoBRIPCgdtZXNzYWdlGAIgASgJInYKEkRpZ2VzdEZpbGVzUmVxdWVzdBI0CglhbGdvcml0aG0YASABKA4yIS5saXZlbWlncmF0aW9uLnYxLkRpZ2VzdEFsZ29yaXRobRIRCglmaWxlX3VybHMYAiADKAkSFwoPbWF4X2NvbmN1cnJlbmN5GAMgASgFIkQKE0RpZ2VzdEZpbGVzUmVzcG9uc2USLQoHZGlnZXN0cxgBIAMoCzIcLmxpdmVtaWdyYXRpb24udjEuRmlsZURpZ2VzdCJZCgpGaWxlRGlnZXN0EhAKCGZpbGVfdXJsGAEgASgJEg4KBmRpZ2VzdBgCIAEoCRISCgplcnJvcl9jb2RlGAMgASgFEhUKDWVycm9yX21lc3NhZ2UYBCABKAkyhgMKC1BlZXJTZXJ2aWNlEmwKCUxpc3RGaWxlcxItLmxpdmVtaWdyYXRpb24udjEuUGVlclNlcnZpY2VMaXN0RmlsZXNSZXF1ZXN0Gi4ubGl2ZW1pZ3JhdGlvbi52MS5QZWVyU2VydmljZUxpc3RGaWxlc1Jlc3BvbnNlMAESUwoIUmVhZEZpbGUSIS5saXZlbWlncmF0aW9uLnYxLlJlYWRGaWxlUmVxdWVzdBoiLmxpdmVtaWdyYXRpb24udjEuUmVhZEZpbGVSZXNwb25zZTABElYKCVJlYWRGaWxlcxIiLmxpdmVtaWdyYXRpb24udjEuUmVhZEZpbGVzUmVxdWVzdBojLmxpdmVtaWdyYXRpb24udjEuUmVhZEZpbGVzUmVzcG9uc2UwARJcCgtEaWdlc3RGaWxlcxIkLmxpdmVtaWdyYXRpb24udjEuRGlnZXN0RmlsZXNSZXF1ZXN0GiUubGl2ZW1pZ3JhdGlvbi52MS5EaWdlc3RGaWxlc1Jlc3BvbnNlMAFiBnByb3RvMw", [file_livemigration_v1_common]);
 
 /**
  * @generated from message livemigration.v1.PeerServiceListFilesRequest
@@ -295,6 +295,28 @@ export const DigestFilesRequestSchema: GenMessage<DigestFilesRequest> = /*@__PUR
  */
 export type DigestFilesResponse = Message<"livemigration.v1.DigestFilesResponse"> & {
   /**
+   * Results that were ready together, in completion order; over the whole stream, each
+   * requested file gets exactly one. Packing them keeps the per-message cost of a stream of
+   * tens of thousands of small files low, and never delays a result (a message goes out as
+   * soon as the stream can take one).
+   *
+   * @generated from field: repeated livemigration.v1.FileDigest digests = 1;
+   */
+  digests: FileDigest[];
+};
+
+/**
+ * Describes the message livemigration.v1.DigestFilesResponse.
+ * Use `create(DigestFilesResponseSchema)` to create a new message.
+ */
+export const DigestFilesResponseSchema: GenMessage<DigestFilesResponse> = /*@__PURE__*/
+  messageDesc(file_livemigration_v1_peer, 10);
+
+/**
+ * @generated from message livemigration.v1.FileDigest
+ */
+export type FileDigest = Message<"livemigration.v1.FileDigest"> & {
+  /**
    * @generated from field: string file_url = 1;
    */
   fileUrl: string;
@@ -320,11 +342,11 @@ export type DigestFilesResponse = Message<"livemigration.v1.DigestFilesResponse"
 };
 
 /**
- * Describes the message livemigration.v1.DigestFilesResponse.
- * Use `create(DigestFilesResponseSchema)` to create a new message.
+ * Describes the message livemigration.v1.FileDigest.
+ * Use `create(FileDigestSchema)` to create a new message.
  */
-export const DigestFilesResponseSchema: GenMessage<DigestFilesResponse> = /*@__PURE__*/
-  messageDesc(file_livemigration_v1_peer, 10);
+export const FileDigestSchema: GenMessage<FileDigest> = /*@__PURE__*/
+  messageDesc(file_livemigration_v1_peer, 11);
 
 /**
  * @generated from service livemigration.v1.PeerService
@@ -371,7 +393,8 @@ export const PeerService: GenService<{
   },
   /**
    * Digests of many files over one stream: at most `max_concurrency` are hashed at once, each
-   * under the source's max_concurrent_file_requests cap. Results come in completion order.
+   * under the source's max_concurrent_file_requests cap. Results come in completion order,
+   * several to a message when several are ready.
    *
    * @generated from rpc livemigration.v1.PeerService.DigestFiles
    */
