@@ -100,38 +100,21 @@ export function toReadFileData(data: Uint8Array): ReadFileResponse {
  * buffers, and the source agent's GC and page faults were the biggest share of its CPU. A chunk
  * read into allocChunk's buffer has room in front for the protobuf field header, so
  * encodeReadFileResponse writes the header there and hands that very memory to grpc-js.
- *
- * Big chunks' memory is then recycled: grpc-js's serializeMessage copies what the serializer
- * returns into its own frame before it returns (grpc-js 1.14, pinned), so once the current
- * synchronous turn is over, the chunk's memory is free. A file read then goes into memory that is
- * already mapped and warm instead of a fresh 1 MiB mapping, which halves the source's GC and
- * page-fault work. A message that is never encoded (cancelled call) leaves its chunk to the GC.
+ * (Recycling chunk memory once grpc-js had copied it was tried: the source's peak RSS fell by
+ * ~25 MB, but the 4 GiB copy took ~3 s longer in an A/B of 6 pairs, so each chunk has its own.)
  */
 
 /** Room in front of a chunk: the `data` field's tag (1 byte) and longest length varint (5 bytes). */
 const CHUNK_HEADROOM = 6;
+/** Chunks with CHUNK_HEADROOM bytes of their own memory in front (never shared, never pooled). */
+const chunksWithHeadroom = new WeakSet<Uint8Array>();
 /** `data` is field 1, wire type 2 (length-delimited). */
 const DATA_FIELD_TAG = (1 << 3) | 2;
-/**
- * Chunks of exactly this size (the plane's chunk size: every chunk of a big file but its last)
- * use recycled memory; others get memory of their own size, as small files and the last chunks
- * of big ones are mostly far smaller, and ReadFiles messages are encoded by toBinary, which never
- * hands the memory back.
- */
-const POOLED_CHUNK_BYTES = 1 << 20;
-/** Idle chunk buffers kept for reuse (a few streams' worth); the rest go to the GC. */
-const CHUNK_POOL_SIZE = 16;
-
-/** Chunks with CHUNK_HEADROOM bytes of their own memory in front → whether that memory is recycled once encoded. */
-const chunksWithHeadroom = new WeakMap<Uint8Array, boolean>();
-const idleChunkMemory: ArrayBuffer[] = [];
 
 /** A buffer for up to `size` bytes of a file, to be sent with toReadFileData without a copy. */
 export function allocChunk(size: number): Buffer {
-  const pooled = size === POOLED_CHUNK_BYTES;
-  const memory = (pooled && idleChunkMemory.pop()) || Buffer.allocUnsafeSlow(CHUNK_HEADROOM + (pooled ? POOLED_CHUNK_BYTES : size)).buffer;
-  const chunk = Buffer.from(memory, CHUNK_HEADROOM, size);
-  chunksWithHeadroom.set(chunk, pooled);
+  const chunk = Buffer.allocUnsafeSlow(CHUNK_HEADROOM + size).subarray(CHUNK_HEADROOM);
+  chunksWithHeadroom.add(chunk);
   return chunk;
 }
 
@@ -139,33 +122,18 @@ export function allocChunk(size: number): Buffer {
 export function trimChunk(chunk: Buffer, length: number): Buffer {
   if (length === chunk.length) return chunk;
   const trimmed = chunk.subarray(0, length);
-  const pooled = chunksWithHeadroom.get(chunk);
-  if (pooled !== undefined) {
-    chunksWithHeadroom.set(trimmed, pooled);
-    chunksWithHeadroom.delete(chunk);
-  }
+  if (chunksWithHeadroom.has(chunk)) chunksWithHeadroom.add(trimmed);
   return trimmed;
-}
-
-/** Chunks encoded in this synchronous turn, recycled once it is over. */
-let encodedThisTurn: ArrayBuffer[] = [];
-
-function recycleEncoded(): void {
-  for (const memory of encodedThisTurn) if (idleChunkMemory.length < CHUNK_POOL_SIZE) idleChunkMemory.push(memory);
-  encodedThisTurn = [];
 }
 
 /**
  * The wire bytes of a ReadFileResponse, identical to toBinary's: for a data chunk from
  * allocChunk they are written around the chunk in place; undefined for any other message.
- * The result is valid until the current synchronous turn ends: copy it before then (grpc-js's
- * serializer call does), because a big chunk's memory is reused afterwards.
  */
 export function encodeReadFileResponse(message: ReadFileResponse): Buffer | undefined {
   if (message.payload.case !== "data") return undefined;
   const data = message.payload.value;
-  const pooled = chunksWithHeadroom.get(data);
-  if (pooled === undefined) return undefined;
+  if (!chunksWithHeadroom.has(data)) return undefined;
   const header: number[] = [DATA_FIELD_TAG];
   for (let length = data.byteLength; ; length >>>= 7) {
     if (length < 0x80) {
@@ -177,12 +145,6 @@ export function encodeReadFileResponse(message: ReadFileResponse): Buffer | unde
   const start = data.byteOffset - header.length;
   const frame = Buffer.from(data.buffer, start, header.length + data.byteLength);
   frame.set(header, 0);
-  if (pooled) {
-    // Encoded once: a second encode of the same message must not recycle the memory twice.
-    chunksWithHeadroom.delete(data);
-    if (encodedThisTurn.length === 0) queueMicrotask(recycleEncoded);
-    encodedThisTurn.push(data.buffer as ArrayBuffer);
-  }
   return frame;
 }
 
