@@ -123,14 +123,11 @@ export type RealDirCache = Map<string, string>;
 export function resolveReadableFileSync(resolved: ResolvedFileUrl, exclusions: Exclusions, realDirs?: RealDirCache): ReadableFile {
   let realPath: string | undefined;
   let stats: BigIntStats | undefined;
-  let realBase = realRoots.get(resolved.root);
+  let realBase: string;
   try {
-    if (realBase === undefined) realRoots.set(resolved.root, (realBase = realpathSync.native(resolved.root.path)));
+    realBase = realRootSync(resolved.root);
     if (realDirs) {
-      const dir = path.dirname(resolved.absPath);
-      let realDir = realDirs.get(dir);
-      if (realDir === undefined) realDirs.set(dir, (realDir = realpathSync.native(dir)));
-      const candidate = path.join(realDir, path.basename(resolved.absPath));
+      const candidate = realCandidateSync(resolved, realDirs);
       const own = lstatSync(candidate, { bigint: true });
       if (!own.isSymbolicLink()) {
         realPath = candidate;
@@ -172,13 +169,8 @@ export function openReadableFileSync(resolved: ResolvedFileUrl, exclusions: Excl
   let realPath: string;
   let fd: number;
   try {
-    let realBase = realRoots.get(resolved.root);
-    if (realBase === undefined) realRoots.set(resolved.root, (realBase = realpathSync.native(resolved.root.path)));
-    const dir = path.dirname(resolved.absPath);
-    let realDir = realDirs.get(dir);
-    if (realDir === undefined) realDirs.set(dir, (realDir = realpathSync.native(dir)));
-    realPath = path.join(realDir, path.basename(resolved.absPath));
-    if (!isContained(realPath, realBase)) realPath = resolveReadableFileSync(resolved, exclusions, realDirs).realPath;
+    realPath = realCandidateSync(resolved, realDirs);
+    if (!isContained(realPath, realRootSync(resolved.root))) realPath = resolveReadableFileSync(resolved, exclusions, realDirs).realPath;
     try {
       fd = openSync(realPath, OPEN_CHECKED);
     } catch (err) {
@@ -198,6 +190,24 @@ export function openReadableFileSync(resolved: ResolvedFileUrl, exclusions: Excl
     closeSync(fd);
     throw err instanceof AgentError ? err : statError(err);
   }
+}
+
+/** The root's real path, resolved on first use. @throws the realpath's errno error. */
+function realRootSync(root: MigrationRoot): string {
+  let realBase = realRoots.get(root);
+  if (realBase === undefined) realRoots.set(root, (realBase = realpathSync.native(root.path)));
+  return realBase;
+}
+
+/**
+ * The URL's file name in its directory's real path (the directory's realpath kept in
+ * `realDirs`); the name itself may still be a symlink. @throws the realpath's errno error.
+ */
+function realCandidateSync(resolved: ResolvedFileUrl, realDirs: RealDirCache): string {
+  const dir = path.dirname(resolved.absPath);
+  let realDir = realDirs.get(dir);
+  if (realDir === undefined) realDirs.set(dir, (realDir = realpathSync.native(dir)));
+  return path.join(realDir, path.basename(resolved.absPath));
 }
 
 function resolveError(err: unknown): AgentError {
