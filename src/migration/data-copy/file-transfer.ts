@@ -1,13 +1,13 @@
 /**
  * Puts one shortlisted entry in place (habit 6: temp name -> hash while writing -> verify -> rename).
  *
- *   peer.readFile(offset) --chunks--> write at position (awaited) --+--> XXH64 (prefix from disk first)
+ *   peer.readFile(offset) --chunks--> SequentialWriter (O_DIRECT) --+--> XXH64 (prefix from disk first)
  *                                                                   |
- *   trailer: size, mtime, xxh64 of [0,size) ------------------------+--> compare --> mtime --> fsync
+ *   trailer: size, mtime, xxh64 of [0,size) ------------------------+--> compare --> commit: mtime, fsync
  *                                                                            --> rename over target
  *
- * Memory stays flat whatever the file size: each chunk (<= 1 MiB, from the peer) is written and
- * hashed, then dropped; nothing is concatenated. Whether a temp file is continued or deleted is
+ * Memory stays flat whatever the file size: each chunk (<= 1 MiB, from the peer) is copied into
+ * the writer's staging block and hashed, then dropped; nothing is concatenated. Whether a temp file is continued or deleted is
  * decided by the resume policy in resume-store.ts.
  */
 import { mkdirSync } from "node:fs";
@@ -17,6 +17,7 @@ import type { SidecarClientConfig } from "../../config/schema.js";
 import { createHasher, hashFileRange } from "../../digest/digest.js";
 import { AgentError, throwIfAborted } from "../../errors.js";
 import { setHandleMtimeMs, statOrUndefined } from "../../fs/mtime.js";
+import { openSequentialWriter } from "../../fs/sequential-writer.js";
 import type { SyncBudget } from "../../fs/sync-budget.js";
 import { tempPathFor } from "../../fs/temp-name.js";
 import type { Logger } from "../../log.js";
@@ -67,6 +68,9 @@ export type FileOutcome =
   | { readonly kind: "vanished" }
   /** The file changed at the source during the pass (Aborted); the next pass re-lists it. */
   | { readonly kind: "changed"; readonly reason: string };
+
+/** Files at least this large are written around the page cache (O_DIRECT, fs/sequential-writer.ts). */
+export const DIRECT_MIN_BYTES = 1 << 20;
 
 /** An error raised by the peer's stream, as opposed to a local one. */
 class PeerFailure extends Error {
@@ -119,9 +123,12 @@ export async function downloadFile(ctx: TransferContext, target: SourceTarget, p
         .catch((err: unknown) => ctx.logger.warn({ err: (err as Error).message }, "cannot write resume record"));
     }
     const hasher = createHasher("XXH64");
-    const handle = await open(temp, offset > 0 ? "r+" : "w", 0o644);
+    const writer = await openSequentialWriter(temp, { keepBytes: offset, direct: entry.size >= DIRECT_MIN_BYTES });
     let trailer: ReadFileTrailer | undefined;
+    let committed = false;
     try {
+      // O_DIRECT resumes at a block boundary, at most DIRECT_ALIGN bytes before the temp's end.
+      offset = writer.position;
       if (offset > 0) {
         await hashFileRange(temp, [hasher], 0, offset, ctx.signal);
         ctx.logger.debug({ file: entry.fileUrl, offset }, "resuming download");
@@ -146,8 +153,9 @@ export async function downloadFile(ctx: TransferContext, target: SourceTarget, p
           if (position + data.byteLength > entry.size) {
             throw new AgentError("DataLoss", `source sent more than the listed ${entry.size} bytes of ${entry.fileUrl}`);
           }
-          // The write runs on the thread pool while this thread hashes the same (read-only) bytes.
-          const written = writeFully(handle, data, position);
+          // The writer copies the chunk (or queues it) before its first wait; hashing the same
+          // read-only bytes meanwhile overlaps the previous block's write.
+          const written = writer.write(data);
           hasher.update(data);
           await written;
           position += data.byteLength;
@@ -167,11 +175,13 @@ export async function downloadFile(ctx: TransferContext, target: SourceTarget, p
       if (digest !== trailer.xxh64) {
         throw new AgentError("DataLoss", `XXH64 mismatch for ${entry.fileUrl}: wrote ${digest}, source has ${trailer.xxh64}`);
       }
-      await setHandleMtimeMs(handle, entry.lastModifiedTime);
-      // fsync after setting the mtime so that data and mtime are durable before the rename.
-      await handle.sync();
+      // Data, size and mtime are durable before the rename.
+      await writer.commit(entry.lastModifiedTime);
+      committed = true;
     } finally {
-      await handle.close();
+      // An interrupted download keeps every byte it received, for resuming (resume-store.ts).
+      if (!committed) await writer.flush().catch(() => undefined);
+      await writer.close();
     }
     throwIfAborted(ctx.signal);
     await rename(temp, absPath);
@@ -267,14 +277,6 @@ export function abortable<T>(stream: AsyncIterable<T>, signal: AbortSignal): Abo
       if (!ended) void iterator.return?.().catch(() => undefined);
     },
   };
-}
-
-export async function writeFully(handle: import("node:fs/promises").FileHandle, data: Uint8Array, position: number): Promise<void> {
-  let written = 0;
-  while (written < data.byteLength) {
-    const { bytesWritten } = await handle.write(data, written, data.byteLength - written, position + written);
-    written += bytesWritten;
-  }
 }
 
 /** Creates an empty FILE entry with the source's mtime (temp name, then rename; no transfer). */
