@@ -10,11 +10,11 @@ import { run } from "./cli/run.js";
 // flight) and memory flat.
 setDefaultHighWaterMark(true, 2);
 
-// Bulk transfers allocate ArrayBuffers fast (every chunk, every grpc-js frame copy), and V8 starts
-// an incremental marking cycle of the whole heap, with concurrent marking threads, each time that
-// external memory grows by 64 MB: about 230 cycles per 4 GiB copied, which cost the source agent
-// 7 of its 16 CPU seconds. Without incremental marking the same pressure triggers a plain
-// mark-compact of the (small) heap instead, 60 per 4 GiB. Measured on the large benchmark tree:
+// Bulk transfers allocate ArrayBuffers fast (every chunk, every grpc-js frame copy), and V8 kept
+// starting incremental marking cycles of the whole heap, with concurrent marking threads: about
+// 230 per 4 GiB copied (--trace-gc), which cost the source agent 7 of its 16 CPU seconds.
+// Without incremental marking, external-memory pressure triggers a plain mark-compact of the
+// (small) heap instead, about 60 per 4 GiB. Measured on the large benchmark tree:
 // 4 GiB copy 22-24 s -> 17-18 s, source CPU 16 -> 9 s, destination 16-18 -> 14-15 s. The cost is
 // longer single pauses when the heap is large: ~1 ms per MB of live heap (90 ms with a million
 // listed files in memory).
