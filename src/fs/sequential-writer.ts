@@ -144,7 +144,6 @@ class BlockWriter implements SequentialWriter {
   /** The previous block's write, if still running; never rejects (see `failure`). */
   private inFlight: Promise<void> | undefined;
   private failure: Error | undefined;
-  private wroteDirect = false;
   private closed = false;
 
   /** False from the start when O_DIRECT was not possible, or once it was refused. */
@@ -256,10 +255,10 @@ class BlockWriter implements SequentialWriter {
       try {
         const { bytesWritten } = await this.handle.write(block, written, length - written, position + written);
         written += bytesWritten;
-        if (this.direct) this.wroteDirect = true;
       } catch (err) {
-        // Some filesystems accept O_DIRECT at open and refuse it on write.
-        if (!this.direct || this.wroteDirect || (err as NodeJS.ErrnoException).code !== "EINVAL") throw err;
+        // Some filesystems accept O_DIRECT at open and refuse it on write (or refuse a length,
+        // on a device with blocks larger than DIRECT_ALIGN): the same bytes go through the page cache.
+        if (!this.direct || (err as NodeJS.ErrnoException).code !== "EINVAL") throw err;
         await this.stopDirect();
       }
     }
