@@ -2,7 +2,8 @@
  * `npm run bench` — lm-sidecar against rsync, cp and the digest tools on one generated dataset,
  * in one run, tools alternating between repetitions. Writes `bench.md` and `bench.json` under
  * --out. Needs Linux (/proc), 127.0.0.1–127.0.0.3 on loopback, `npm run build` (the agents run
- * as `node dist/src/main.js serve`), and rsync + xxhash from apt; it installs nothing.
+ * as an operator runs them: `lm-sidecar serve`, the launcher src/cli/lm-sidecar.sh), and rsync +
+ * xxhash from apt; it installs nothing.
  *
  * Per repetition r (1…runs), with the order of tools reversed on even r:
  *   A  full copy into an empty destination (+ sync), then a no-op pass: lm-sidecar, rsync; cp -a
@@ -58,7 +59,8 @@ const USAGE = `usage: npm run bench -- [options]
   --out DIR                    where bench.md and bench.json go (default bench-out/)
   --work DIR                   scratch space for the trees (default $TMPDIR/lm-bench-<profile>); needs ~4x the dataset
   --only LIST                  comma-separated subset of ${GROUPS.join(",")} (default all)
-  --agent FILE                 agent entry point (default dist/src/main.js; build it with npm run build)
+  --agent FILE                 agent command (default src/cli/lm-sidecar.sh, the installed lm-sidecar, which runs
+                               dist/src/main.js: build it with npm run build); a .js file runs with node
   --agent-log-level LEVEL      LOG_LEVEL of the agents (default warn); logs go to <work>/*.log
   --cpu-prof DIR               run the agents with node --cpu-prof, profiles written to DIR (open in Chrome DevTools)
   --keep                       keep the destination trees (the source dataset is always kept for reuse)
@@ -132,7 +134,7 @@ function parseOptions(argv: string[]): BenchOptions | undefined {
     outDir: path.resolve(values.out!),
     workDir: path.resolve(values.work ?? path.join(os.tmpdir(), workName)),
     groups,
-    agentMain: path.resolve(values.agent ?? path.join(REPO_ROOT, "dist/src/main.js")),
+    agentMain: path.resolve(values.agent ?? path.join(REPO_ROOT, "src/cli/lm-sidecar.sh")),
     agentLogLevel: values["agent-log-level"]!,
     agentNodeArgs: values["cpu-prof"] ? ["--cpu-prof", "--cpu-prof-dir", path.resolve(values["cpu-prof"])] : [],
     keep: values.keep!,
@@ -257,7 +259,10 @@ interface Ports {
   rsync: number;
 }
 
-/** One agent child process (`node <agentMain> serve --config <file>`), logs appended to a file. */
+/**
+ * One agent child process (`<agentMain> serve --config <file>`: the lm-sidecar launcher, which
+ * execs node under the same PID, or `node <file.js>`), logs appended to a file.
+ */
 class AgentProcess {
   private child: ChildProcess | undefined;
 
@@ -281,10 +286,14 @@ class AgentProcess {
   async start(yaml: string): Promise<void> {
     await writeFile(this.configFile, yaml);
     const fd = openSync(this.logFile, "a");
-    const child = spawn(process.execPath, [...this.nodeArgs, this.agentMain, "serve", "--config", this.configFile], {
+    const viaNode = this.agentMain.endsWith(".js");
+    const serve = ["serve", "--config", this.configFile];
+    // Through the launcher, node's own options travel in NODE_OPTIONS.
+    const nodeOptions = viaNode || this.nodeArgs.length === 0 ? {} : { NODE_OPTIONS: [process.env["NODE_OPTIONS"], ...this.nodeArgs.map((a) => JSON.stringify(a))].filter(Boolean).join(" ") };
+    const child = spawn(viaNode ? process.execPath : this.agentMain, viaNode ? [...this.nodeArgs, this.agentMain, ...serve] : serve, {
       cwd: REPO_ROOT,
       stdio: ["ignore", fd, fd],
-      env: { ...process.env, LOG_LEVEL: this.logLevel },
+      env: { ...process.env, LOG_LEVEL: this.logLevel, ...nodeOptions },
     });
     closeSync(fd);
     this.child = child;
@@ -799,8 +808,9 @@ async function main(argv: string[]): Promise<number> {
     process.stderr.write("bench: needs Linux (/proc for CPU and memory, 127.0.0.2/127.0.0.3 on loopback)\n");
     return 2;
   }
-  if (o.groups.has("lm") && !existsSync(o.agentMain)) {
-    process.stderr.write(`bench: the agent is not built: ${o.agentMain} is missing.\nRun \`npm run build\` first (or pass --only rsync,cp,digest,proxy to benchmark the peers alone).\n`);
+  const built = o.agentMain.endsWith(".js") ? o.agentMain : path.join(REPO_ROOT, "dist/src/main.js");
+  if (o.groups.has("lm") && !(existsSync(o.agentMain) && existsSync(built))) {
+    process.stderr.write(`bench: the agent is not built: ${built} is missing.\nRun \`npm run build\` first (or pass --only rsync,cp,digest,proxy to benchmark the peers alone).\n`);
     return 2;
   }
   const tools = checkTools([...new Set([...o.groups].flatMap((g) => GROUP_TOOLS[g]))]);

@@ -1,0 +1,63 @@
+/**
+ * The installed command `lm-sidecar` (src/cli/lm-sidecar.sh) as an operator or systemd runs it.
+ * It starts the built agent (dist/src/main.js: `npm ci` builds it through `prepare`).
+ */
+import { spawn } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
+import { mkdir, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { afterEach, expect, it } from "vitest";
+import { agentYaml, DEST_HOST, freePort, REPO_ROOT, SOURCE_HOST, sideLayout } from "../helpers/agents.js";
+import { makeTempDir, removeTempDirs } from "../helpers/tree.js";
+
+const LAUNCHER = path.join(REPO_ROOT, "src/cli/lm-sidecar.sh");
+const OUR_TUNABLES = "glibc.malloc.mmap_threshold=4194304:glibc.malloc.trim_threshold=67108864";
+
+afterEach(removeTempDirs);
+
+it("lm-sidecar execs the agent under its own PID with the malloc tunables (the operator's come last), and SIGTERM stops it cleanly", async () => {
+  expect(existsSync(path.join(REPO_ROOT, "dist/src/main.js")), "run npm run build first").toBe(true);
+  const base = await makeTempDir("lm-launcher-");
+  const layout = sideLayout(base, "source");
+  for (const dir of [...layout.dataDirs, layout.commitlogDir, layout.hintsDir, layout.savedCachesDir]) await mkdir(dir, { recursive: true });
+  const gatewayPort = await freePort();
+  const peerPort = await freePort([SOURCE_HOST, DEST_HOST], [gatewayPort]);
+  const configFile = path.join(base, "sidecar.yaml");
+  await writeFile(configFile, agentYaml({ host: SOURCE_HOST, layout, gatewayPort, peerPort, migrationMap: { [SOURCE_HOST]: DEST_HOST } }));
+
+  // A `node` first on PATH that records the environment it was given, then becomes the real node
+  // (glibc rewrites GLIBC_TUNABLES in /proc/<pid>/environ while parsing it, so that cannot tell).
+  const bin = path.join(base, "bin");
+  const record = path.join(base, "tunables.txt");
+  await mkdir(bin);
+  await writeFile(path.join(bin, "node"), `#!/bin/sh\nprintf '%s' "$GLIBC_TUNABLES" > '${record}'\nexec '${process.execPath}' "$@"\n`, { mode: 0o755 });
+  const child = spawn(LAUNCHER, ["serve", "--config", configFile], {
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, PATH: `${bin}:${process.env["PATH"] ?? ""}`, LOG_LEVEL: "info", GLIBC_TUNABLES: "glibc.malloc.arena_max=2" },
+  });
+  const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) => child.on("exit", (code, signal) => resolve({ code, signal })));
+  let output = "";
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no "lm-sidecar started" within 20 s:\n${output}`)), 20_000);
+    const onData = (chunk: Buffer) => {
+      output += chunk.toString();
+      if (output.includes('"lm-sidecar started"')) {
+        clearTimeout(timer);
+        resolve();
+      }
+    };
+    child.stdout.on("data", onData);
+    child.stderr.on("data", onData);
+    void exited.then(({ code }) => reject(new Error(`exited with ${code} while starting:\n${output}`)));
+  });
+
+  // exec all the way: the PID the caller holds is the agent (node) itself, not a wrapping shell.
+  expect(readFileSync(`/proc/${child.pid}/comm`, "utf8").trim()).toBe("node");
+  expect(readFileSync(record, "utf8")).toBe(`${OUR_TUNABLES}:glibc.malloc.arena_max=2`);
+  const status = await fetch(`http://${SOURCE_HOST}:${gatewayPort}/api/v1/live-migration/status`);
+  expect(status.status).toBe(200);
+  expect(await status.json()).toMatchObject({ state: "NOT_COMPLETED" });
+
+  child.kill("SIGTERM");
+  expect(await exited).toEqual({ code: 0, signal: null });
+});
