@@ -4,11 +4,13 @@
 #
 # Every file chunk and every gRPC frame is a fresh ~1 MiB buffer. With glibc's defaults such a
 # buffer is mapped fresh, or its memory trimmed back to the kernel when freed, so each new one
-# costs ~256 page faults (15 % of the destination agent's CPU samples on the reference VM).
+# costs ~256 page faults, and page faults are expensive on the reference VM (perf).
 # Serving them from the heap (mmap_threshold 4 MiB) and keeping up to 64 MiB of freed memory
-# (trim_threshold) made the 4 GiB benchmark copy ~20 % faster (interleaved runs: median 16.7 s
-# against 21 s) for 10-35 MB more peak RSS. glibc reads tunables only at process start, hence
-# this launcher; `exec` keeps one process, so the PID and every signal are the agent's own.
+# (trim_threshold) cut the source agent's CPU for the 4 GiB benchmark copy from 8.5 to 6.3 s
+# (the source host still serves Cassandra) and the copy from 14.8 to 13.5 s (bench A/B; up to
+# 20 % with freshly started agents), for 15-50 MB more peak RSS. glibc reads tunables only at
+# process start, hence this launcher; `exec` keeps one process, so the PID and every signal are
+# the agent's own.
 # Settings already in GLIBC_TUNABLES come after ours and win; other C libraries ignore it.
 set -e
 self=$(readlink -f -- "$0" 2>/dev/null || printf '%s\n' "$0")
