@@ -39,10 +39,13 @@ export async function statOrUndefined(path: string) {
   }
 }
 
-/** statOrUndefined with a synchronous call (sync-budget.ts). */
+/**
+ * statOrUndefined with a synchronous call (sync-budget.ts). A missing path is answered without
+ * an exception (throwIfNoEntry): a first pass into an empty destination asks for every path.
+ */
 export function statOrUndefinedSync(path: string): BigIntStats | undefined {
   try {
-    return statSync(path, { bigint: true });
+    return statSync(path, { bigint: true, throwIfNoEntry: false });
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === "ENOENT" || (err as NodeJS.ErrnoException).code === "ENOTDIR") return undefined;
     throw err;
