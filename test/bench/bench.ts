@@ -62,7 +62,8 @@ const USAGE = `usage: npm run bench -- [options]
   --agent FILE                 agent command (default src/cli/lm-sidecar.sh, the installed lm-sidecar, which runs
                                dist/src/main.js: build it with npm run build); a .js file runs with node
   --agent-log-level LEVEL      LOG_LEVEL of the agents (default warn); logs go to <work>/*.log
-  --cpu-prof DIR               run the agents with node --cpu-prof, profiles written to DIR (open in Chrome DevTools)
+  --cpu-prof DIR               run the agents with node --cpu-prof (node dist/src/main.js, not the launcher),
+                               profiles written to DIR (open in Chrome DevTools)
   --keep                       keep the destination trees (the source dataset is always kept for reuse)
   -h, --help`;
 
@@ -286,14 +287,15 @@ class AgentProcess {
   async start(yaml: string): Promise<void> {
     await writeFile(this.configFile, yaml);
     const fd = openSync(this.logFile, "a");
-    const viaNode = this.agentMain.endsWith(".js");
+    // Node options (--cpu-prof, which NODE_OPTIONS refuses) need node itself: such runs start
+    // the built entry point directly, without the launcher's malloc tunables.
+    const entry = this.agentMain.endsWith(".js") || this.nodeArgs.length === 0 ? this.agentMain : path.join(REPO_ROOT, "dist/src/main.js");
     const serve = ["serve", "--config", this.configFile];
-    // Through the launcher, node's own options travel in NODE_OPTIONS.
-    const nodeOptions = viaNode || this.nodeArgs.length === 0 ? {} : { NODE_OPTIONS: [process.env["NODE_OPTIONS"], ...this.nodeArgs.map((a) => JSON.stringify(a))].filter(Boolean).join(" ") };
-    const child = spawn(viaNode ? process.execPath : this.agentMain, viaNode ? [...this.nodeArgs, this.agentMain, ...serve] : serve, {
+    const viaNode = entry.endsWith(".js");
+    const child = spawn(viaNode ? process.execPath : entry, viaNode ? [...this.nodeArgs, entry, ...serve] : serve, {
       cwd: REPO_ROOT,
       stdio: ["ignore", fd, fd],
-      env: { ...process.env, LOG_LEVEL: this.logLevel, ...nodeOptions },
+      env: { ...process.env, LOG_LEVEL: this.logLevel },
     });
     closeSync(fd);
     this.child = child;
