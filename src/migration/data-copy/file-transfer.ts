@@ -7,8 +7,8 @@
  *                                                                            --> rename over target
  *
  * Memory stays flat whatever the file size: each chunk (<= 1 MiB, from the peer) is copied into
- * the writer's staging block and hashed, then dropped; nothing is concatenated. Whether a temp file is continued or deleted is
- * decided by the resume policy in resume-store.ts.
+ * the writer's staging block and hashed, then dropped; nothing is concatenated. Whether a temp
+ * file is continued or deleted is decided by the resume policy in resume-store.ts.
  */
 import { mkdirSync } from "node:fs";
 import { mkdir, open, rename, rm } from "node:fs/promises";
