@@ -150,6 +150,9 @@ export class FakeSourcePeer implements SourcePeer {
   chunkSize = 64 * 1024;
   bytesSent = 0;
   readFileCalls: ReadFileRequest[] = [];
+  /** ReadFile streams open now, and the most open at once. */
+  readFilesOpen = 0;
+  maxReadFilesOpen = 0;
   readFilesCalls = 0;
   listCalls = 0;
   closed = 0;
@@ -172,6 +175,16 @@ export class FakeSourcePeer implements SourcePeer {
   }
 
   async *readFile(request: ReadFileRequest, signal?: AbortSignal): AsyncGenerator<ReadFileMessage> {
+    this.readFilesOpen++;
+    this.maxReadFilesOpen = Math.max(this.maxReadFilesOpen, this.readFilesOpen);
+    try {
+      yield* this.readFileUncounted(request, signal);
+    } finally {
+      this.readFilesOpen--;
+    }
+  }
+
+  private async *readFileUncounted(request: ReadFileRequest, signal?: AbortSignal): AsyncGenerator<ReadFileMessage> {
     this.readFileCalls.push(request);
     const effectiveSignal = this.faults.ignoreSignal ? undefined : signal;
     const { absPath } = resolveFileUrl(this.source.roots, request.fileUrl);
@@ -230,7 +243,7 @@ export class FakeSourcePeer implements SourcePeer {
     this.readFilesCalls++;
     for (const [index, request] of requests.entries()) {
       try {
-        for await (const message of this.readFile(request, signal)) yield { index, ...message };
+        for await (const message of this.readFileUncounted(request, signal)) yield { index, ...message };
       } catch (err) {
         const error = AgentError.from(err);
         if (error.code === "Unavailable" || error.code === "Cancelled") throw error;
