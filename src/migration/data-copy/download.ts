@@ -1,7 +1,8 @@
 /**
  * The DOWNLOADING phase of one iteration: directories first (parents before children), then
  * empty files, then files largest first with at most `maxConcurrency` streams in flight: a
- * stream carries one large file or a batch of small ones.
+ * stream carries one large file (at most LARGE_STREAMS_MAX of them at once) or a batch of small
+ * ones.
  *
  * Counting (OperationStatus): a directory, an empty file or a downloaded file adds to
  * filesDownloaded (a file's size also to bytesDownloaded); a failed one adds to
@@ -171,8 +172,8 @@ function runStreams(large: readonly (() => Promise<void>)[], small: readonly (()
     const startMore = () => {
       while (running < slots) {
         const isLarge = nextLarge < large.length && runningLarge < largeSlots;
-        const job = isLarge ? large[nextLarge++] : small[nextSmall++];
-        if (!job) break;
+        if (!isLarge && nextSmall === small.length) break;
+        const job = isLarge ? large[nextLarge++]! : small[nextSmall++]!;
         running++;
         if (isLarge) runningLarge++;
         const done = () => {
