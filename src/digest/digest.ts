@@ -9,7 +9,7 @@ import { closeSync, openSync, readSync } from "node:fs";
 import { open } from "node:fs/promises";
 import xxhash from "xxhash-wasm";
 import { AgentError, throwIfAborted } from "../errors.js";
-import { SyncBudget } from "../fs/sync-budget.js";
+import type { SyncBudget } from "../fs/sync-budget.js";
 import type { DigestAlgorithmName } from "../migration/types.js";
 import { digestFileOffThread } from "./hash-pool.js";
 
@@ -55,32 +55,6 @@ const READ_BYTES = 1 << 20;
  * with synchronous calls, while its SyncBudget allows; a bigger one goes to the hash pool.
  */
 export const SYNC_DIGEST_MAX_BYTES = 128 << 10;
-
-/** Files after which a DigestBudget that turned slow gets a fresh SyncBudget. */
-export const REPROBE_FILES = 1000;
-
-/**
- * The SyncBudget of one stream of whole-file digests. A SyncBudget turns asynchronous for good
- * once a quarter of a window of calls was slow, and on a busy machine (two agents and their
- * compiler threads on two cores) preemption alone does that now and then: a verification of
- * tens of thousands of files would then pay a thread-pool round trip per call for all the rest,
- * about three times the CPU. Once the current budget has turned slow, a fresh one is started
- * every REPROBE_FILES files, so a disk that really is slow costs one window of synchronous
- * calls (sliced as usual) per REPROBE_FILES files.
- */
-export class DigestBudget {
-  private budget = new SyncBudget();
-  private filesSinceSlow = 0;
-
-  /** The budget for the next file. */
-  next(): SyncBudget {
-    if (!this.budget.fast && ++this.filesSinceSlow >= REPROBE_FILES) {
-      this.budget = new SyncBudget();
-      this.filesSinceSlow = 0;
-    }
-    return this.budget;
-  }
-}
 
 export interface DigestFileOptions {
   /** Digest bytes [0, end) only (default: the whole file). */

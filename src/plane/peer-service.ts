@@ -19,7 +19,7 @@ import {
   type ReadFilesResponse,
   ReadFilesResponseSchema,
 } from "../../gen/livemigration/v1/peer_pb.js";
-import { createHasher, DigestBudget, digestFile, digestOpenFileSync, type Hasher, SYNC_DIGEST_MAX_BYTES } from "../digest/digest.js";
+import { createHasher, digestFile, digestOpenFileSync, type Hasher, SYNC_DIGEST_MAX_BYTES } from "../digest/digest.js";
 import { AgentError, throwIfAborted } from "../errors.js";
 import { listRoots, toFileEntry } from "../fs/list.js";
 import { mtimeMsOf } from "../fs/mtime.js";
@@ -432,7 +432,7 @@ async function digestOne(
 /**
  * Digests `fileUrls` with at most `concurrency` files in flight, yielding results in completion
  * order, one per URL, packed: each yield takes every result ready by then (up to
- * DIGEST_PACK_RESULTS); small files synchronously while the stream's DigestBudget allows, big
+ * DIGEST_PACK_RESULTS); small files synchronously while the stream's SyncBudget allows, big
  * ones on the hash pool (digest.ts). Stops starting new files once `signal` aborts; when the
  * consumer stops early, in-flight files are aborted and awaited, so no permit outlives the generator.
  */
@@ -450,13 +450,13 @@ async function* digestAll(
   signal.addEventListener("abort", onAbort, { once: true });
   const ready: DigestResult[] = [];
   let wake: (() => void) | undefined;
-  const budget = new DigestBudget();
+  const budget = new SyncBudget();
   const realDirs: RealDirCache = new Map();
   let next = 0;
   const worker = async () => {
     while (next < fileUrls.length && !stop.signal.aborted) {
       const fileUrl = fileUrls[next++]!;
-      const result = await digestOne(instance, algorithm, fileUrl, limiter, permitWaitMs, budget.next(), realDirs, stop.signal);
+      const result = await digestOne(instance, algorithm, fileUrl, limiter, permitWaitMs, budget, realDirs, stop.signal);
       if (stop.signal.aborted) return;
       ready.push(result);
       wake?.();

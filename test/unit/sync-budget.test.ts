@@ -34,7 +34,7 @@ describe("SyncBudget", () => {
     expect(immediates).toBeGreaterThanOrEqual(4);
   });
 
-  it("goes async for good once a slice shows slow calls, and reports errors either way", async () => {
+  it("goes async after a slow window, and reports errors either way", async () => {
     const budget = new SyncBudget();
     let syncCalls = 0;
     let asyncCalls = 0;
@@ -55,5 +55,35 @@ describe("SyncBudget", () => {
     await expect(budget.run(() => 1, () => Promise.reject(new Error("async failure")))).rejects.toThrow("async failure");
     const fresh = new SyncBudget();
     await expect(fresh.run(() => { throw new Error("sync failure"); }, async () => 1)).rejects.toThrow("sync failure");
+  });
+
+  it("tries synchronous calls again after the async period, which doubles while windows stay slow", async () => {
+    const budget = new SyncBudget({ asyncFirstMs: 40, asyncMaxMs: 80 });
+    const slowWindow = async () => {
+      for (let i = 0; i < 20; i++) await budget.charge(performance.now() - 5);
+    };
+    /** How long the budget stays async from now, in ms (polled every 5 ms). */
+    const asyncFor = async () => {
+      const started = performance.now();
+      while (!budget.fast) await new Promise((resolve) => setTimeout(resolve, 5));
+      return performance.now() - started;
+    };
+    await slowWindow();
+    expect(budget.fast).toBe(false);
+    expect(await asyncFor()).toBeGreaterThanOrEqual(35);
+    // Synchronous again; another slow window: twice as long.
+    await slowWindow();
+    expect(await asyncFor()).toBeGreaterThanOrEqual(75);
+    // Capped at asyncMaxMs.
+    await slowWindow();
+    const capped = await asyncFor();
+    expect(capped).toBeGreaterThanOrEqual(75);
+    expect(capped).toBeLessThan(160);
+    // A fast window resets the period to the first one.
+    for (let i = 0; i < 20; i++) await budget.charge(performance.now());
+    await slowWindow();
+    const reset = await asyncFor();
+    expect(reset).toBeGreaterThanOrEqual(35);
+    expect(reset).toBeLessThan(75);
   });
 });

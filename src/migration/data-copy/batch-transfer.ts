@@ -53,10 +53,14 @@ export interface BatchResult {
 }
 
 /**
- * Splits files (largest first) into those that stream alone and batches of small ones: at most
- * BATCH_FILE_MAX_BYTES each, and below `resumeMinBytes` so that no file that could be resumed
- * is batched. Batches hold at most BATCH_MAX_FILES / BATCH_MAX_BYTES, and small files are
+ * Splits files into those that stream alone (in the given order) and batches of small ones: at
+ * most BATCH_FILE_MAX_BYTES each, and below `resumeMinBytes` so that no file that could be
+ * resumed is batched. Batches hold at most BATCH_MAX_FILES / BATCH_MAX_BYTES, and small files are
  * spread over at least `streams` batches so that the streams in flight share them.
+ *
+ * Small files are batched in path order, so that a batch covers a few table directories rather
+ * than a few files of hundreds: each side resolves, creates and syncs a directory once per batch
+ * (the source's path checker realpaths every directory a request names, safe-path.ts).
  */
 export function planBatches(
   files: readonly SourceTarget[],
@@ -65,7 +69,7 @@ export function planBatches(
 ): { readonly singles: SourceTarget[]; readonly batches: SourceTarget[][] } {
   const batchable = (t: SourceTarget) => t.entry.size <= BATCH_FILE_MAX_BYTES && t.entry.size < resumeMinBytes;
   const singles = files.filter((t) => !batchable(t));
-  const small = files.filter(batchable);
+  const small = files.filter(batchable).sort((a, b) => (a.absPath < b.absPath ? -1 : a.absPath > b.absPath ? 1 : 0));
   const perBatch = Math.min(BATCH_MAX_FILES, Math.max(1, Math.ceil(small.length / Math.max(1, streams))));
   const batches: SourceTarget[][] = [];
   let current: SourceTarget[] = [];

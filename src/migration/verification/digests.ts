@@ -13,7 +13,8 @@
  */
 import { setImmediate as yieldToEventLoop } from "node:timers/promises";
 import type { SidecarClientConfig } from "../../config/schema.js";
-import { DigestBudget, digestFile } from "../../digest/digest.js";
+import { digestFile } from "../../digest/digest.js";
+import { SyncBudget } from "../../fs/sync-budget.js";
 import { AgentError, throwIfAborted } from "../../errors.js";
 import type { SourcePeer } from "../peer.js";
 import { backoffDelayMs, sleep } from "../retry.js";
@@ -132,7 +133,7 @@ function verdictOf(fileUrl: string, local: Side, source: Side): DigestVerdict {
 
 /**
  * Hashes the destination's copies, `concurrency` at a time, each file read once (digest.ts:
- * small files synchronously while that stays cheap, one DigestBudget for the whole run).
+ * small files synchronously while that stays cheap, one SyncBudget for the whole run).
  */
 async function hashLocally(
   files: readonly DigestWork[],
@@ -141,7 +142,7 @@ async function hashLocally(
   signal: AbortSignal,
   report: (fileUrl: string, side: Side) => void,
 ): Promise<void> {
-  const budget = new DigestBudget();
+  const budget = new SyncBudget();
   let turnStart = performance.now();
   let next = 0;
   const worker = async () => {
@@ -150,7 +151,7 @@ async function hashLocally(
       const file = files[next++]!;
       let side: Side;
       try {
-        side = { digest: await digestFile(file.absPath, algorithm, { signal, budget: budget.next(), sizeHint: file.size }) };
+        side = { digest: await digestFile(file.absPath, algorithm, { signal, budget, sizeHint: file.size }) };
       } catch (err) {
         throwIfAborted(signal);
         side = { error: AgentError.from(err) };

@@ -68,7 +68,18 @@ describe("planBatches", () => {
   it("never batches a file that the resume policy would keep a record for", () => {
     const { singles, batches } = planBatches([fakeTarget(5000), fakeTarget(4000), fakeTarget(10)], 2, 4096);
     expect(singles.map((t) => t.entry.size)).toEqual([5000]);
-    expect(batches.flat().map((t) => t.entry.size)).toEqual([4000, 10]);
+    expect(batches.flat().map((t) => t.entry.size)).toEqual([10, 4000]);
+  });
+
+  it("batches small files in path order, so that a batch covers few directories", () => {
+    const at = (absPath: string, size: number) => ({ entry: { fileUrl: absPath, size, lastModifiedTime: 1, fileType: "FILE" }, absPath }) as unknown as SourceTarget;
+    // Largest first, as the download phase hands them over: the tables interleave.
+    const files = [at("/d/t2/b", 900), at("/d/t1/b", 800), at("/d/t2/a", 700), at("/d/t1/a", 600), at("/d/t1/c", 500), at("/d/t2/c", 400)];
+    const { batches } = planBatches(files, 2, 4 << 20);
+    expect(batches.map((b) => b.map((t) => t.absPath))).toEqual([
+      ["/d/t1/a", "/d/t1/b", "/d/t1/c"],
+      ["/d/t2/a", "/d/t2/b", "/d/t2/c"],
+    ]);
   });
 
   it("caps a batch at 512 files", () => {

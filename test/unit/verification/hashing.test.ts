@@ -1,5 +1,5 @@
 /**
- * The whole-file digests a verification makes on each side (digest.ts with a DigestBudget):
+ * The whole-file digests a verification makes on each side (digest.ts with a SyncBudget):
  * small files synchronously on the main thread, big ones on the hash pool (hash-pool.ts).
  * Both paths must hash exactly the file's bytes, whatever the size hint says, and fail and
  * cancel like the thread-pool path.
@@ -8,8 +8,9 @@ import { appendFile, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createHasher, DigestBudget, digestFile, REPROBE_FILES, SYNC_DIGEST_MAX_BYTES } from "../../../src/digest/digest.js";
+import { createHasher, digestFile, SYNC_DIGEST_MAX_BYTES } from "../../../src/digest/digest.js";
 import { digestFileOffThread } from "../../../src/digest/hash-pool.js";
+import { SyncBudget } from "../../../src/fs/sync-budget.js";
 import { AgentError } from "../../../src/errors.js";
 import type { DigestAlgorithmName } from "../../../src/migration/types.js";
 
@@ -54,18 +55,18 @@ describe("budgeted whole-file digests", () => {
   const sizes = [0, 1, 4096, SYNC_DIGEST_MAX_BYTES, SYNC_DIGEST_MAX_BYTES + 1, 3 * SYNC_DIGEST_MAX_BYTES + 17, 1 << 20];
 
   it("hash exactly the file's bytes on both paths, for every algorithm", async () => {
-    const budget = new DigestBudget();
+    const budget = new SyncBudget();
     for (const [i, size] of sizes.entries()) {
       const bytes = bytesOf(size, i);
       const p = await file(`f${i}`, bytes);
       for (const algorithm of ALGORITHMS) {
-        expect(await digestFile(p, algorithm, { budget: budget.next(), sizeHint: size }), `${algorithm} ${size}`).toBe(expected(algorithm, bytes));
+        expect(await digestFile(p, algorithm, { budget, sizeHint: size }), `${algorithm} ${size}`).toBe(expected(algorithm, bytes));
       }
     }
   });
 
   it("read a file to its actual end when the hint is wrong either way", async () => {
-    const budget = new DigestBudget();
+    const budget = new SyncBudget();
     const cases: [actual: number, hint: number][] = [
       [10_000, 100], // grew, still small
       [SYNC_DIGEST_MAX_BYTES * 3, 100], // grew past the synchronous buffer: hashed a buffer at a time
@@ -76,36 +77,36 @@ describe("budgeted whole-file digests", () => {
     for (const [i, [actual, hint]] of cases.entries()) {
       const bytes = bytesOf(actual, 100 + i);
       const p = await file(`hint${i}`, bytes);
-      expect(await digestFile(p, "MD5", { budget: budget.next(), sizeHint: hint }), `${actual} hinted ${hint}`).toBe(expected("MD5", bytes));
+      expect(await digestFile(p, "MD5", { budget, sizeHint: hint }), `${actual} hinted ${hint}`).toBe(expected("MD5", bytes));
     }
   });
 
   it("give the same digests as the thread-pool path, for a file appended to between two digests", async () => {
     const p = await file("appended", bytesOf(50_000, 7));
-    const budget = new DigestBudget();
-    expect(await digestFile(p, "XXHash32", { budget: budget.next(), sizeHint: 50_000 })).toBe(await digestFile(p, "XXHash32"));
+    const budget = new SyncBudget();
+    expect(await digestFile(p, "XXHash32", { budget, sizeHint: 50_000 })).toBe(await digestFile(p, "XXHash32"));
     await appendFile(p, bytesOf(SYNC_DIGEST_MAX_BYTES, 8));
-    expect(await digestFile(p, "XXHash32", { budget: budget.next(), sizeHint: 50_000 })).toBe(await digestFile(p, "XXHash32"));
+    expect(await digestFile(p, "XXHash32", { budget, sizeHint: 50_000 })).toBe(await digestFile(p, "XXHash32"));
   });
 
   it("fail with the file's error on both paths: NotFound, and a directory", async () => {
-    const budget = new DigestBudget();
+    const budget = new SyncBudget();
     const missing = path.join(dir, "missing");
-    expect(await codeOf(digestFile(missing, "MD5", { budget: budget.next(), sizeHint: 10 }))).toBe("NotFound");
-    expect(await codeOf(digestFile(missing, "MD5", { budget: budget.next(), sizeHint: SYNC_DIGEST_MAX_BYTES * 2 }))).toBe("NotFound");
+    expect(await codeOf(digestFile(missing, "MD5", { budget, sizeHint: 10 }))).toBe("NotFound");
+    expect(await codeOf(digestFile(missing, "MD5", { budget, sizeHint: SYNC_DIGEST_MAX_BYTES * 2 }))).toBe("NotFound");
     const sub = path.join(dir, "a-directory");
     await mkdir(sub, { recursive: true });
-    expect(await codeOf(digestFile(sub, "MD5", { budget: budget.next(), sizeHint: 10 }))).toBeDefined();
-    expect(await codeOf(digestFile(sub, "MD5", { budget: budget.next(), sizeHint: SYNC_DIGEST_MAX_BYTES * 2 }))).toBeDefined();
+    expect(await codeOf(digestFile(sub, "MD5", { budget, sizeHint: 10 }))).toBeDefined();
+    expect(await codeOf(digestFile(sub, "MD5", { budget, sizeHint: SYNC_DIGEST_MAX_BYTES * 2 }))).toBeDefined();
   });
 
   it("reject with Cancelled on an aborted signal, without reading", async () => {
     const abort = new AbortController();
     abort.abort(new AgentError("Cancelled", "stop"));
     const p = await file("never", bytesOf(10, 1));
-    const budget = new DigestBudget();
-    expect(await codeOf(digestFile(p, "MD5", { budget: budget.next(), sizeHint: 10, signal: abort.signal }))).toBe("Cancelled");
-    expect(await codeOf(digestFile(p, "MD5", { budget: budget.next(), sizeHint: SYNC_DIGEST_MAX_BYTES * 2, signal: abort.signal }))).toBe("Cancelled");
+    const budget = new SyncBudget();
+    expect(await codeOf(digestFile(p, "MD5", { budget, sizeHint: 10, signal: abort.signal }))).toBe("Cancelled");
+    expect(await codeOf(digestFile(p, "MD5", { budget, sizeHint: SYNC_DIGEST_MAX_BYTES * 2, signal: abort.signal }))).toBe("Cancelled");
   });
 });
 
@@ -131,20 +132,5 @@ describe("hash pool", () => {
     const paths = await Promise.all(files.map((f) => file(f.name, f.bytes)));
     const digests = await Promise.all(paths.map((p, i) => digestFileOffThread(p, "MD5", { sizeHint: files[i]!.bytes.length })));
     expect(digests).toEqual(files.map((f) => expected("MD5", f.bytes)));
-  });
-});
-
-describe("DigestBudget", () => {
-  it("keeps a fast budget, and replaces one that turned slow after REPROBE_FILES files", async () => {
-    const digestBudget = new DigestBudget();
-    const first = digestBudget.next();
-    expect(digestBudget.next()).toBe(first);
-    // Twenty calls of 5 ms each: every one slow, so the budget turns asynchronous.
-    for (let i = 0; i < 20; i++) await first.charge(performance.now() - 5);
-    expect(first.fast).toBe(false);
-    for (let i = 1; i < REPROBE_FILES; i++) expect(digestBudget.next()).toBe(first);
-    const fresh = digestBudget.next();
-    expect(fresh).not.toBe(first);
-    expect(fresh.fast).toBe(true);
   });
 });
