@@ -808,7 +808,8 @@ class Bench {
         await rm(d, { recursive: true, force: true });
       }
     }
-    await rm(this.trashDir, { recursive: true, force: true });
+    // rm(1): fs.rm takes minutes and GBs of memory over a few hundred thousand files.
+    spawnSync("rm", ["-rf", "--", this.trashDir], { stdio: "ignore" });
     this.trashBytes = 0;
   }
 
