@@ -1,4 +1,4 @@
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { SyncBudget } from "../../src/fs/sync-budget.js";
 
 function busyWait(ms: number): void {
@@ -58,32 +58,33 @@ describe("SyncBudget", () => {
   });
 
   it("tries synchronous calls again after the async period, which doubles while windows stay slow", async () => {
-    const budget = new SyncBudget({ asyncFirstMs: 40, asyncMaxMs: 80 });
-    const slowWindow = async () => {
-      for (let i = 0; i < 20; i++) await budget.charge(performance.now() - 5);
-    };
-    /** How long the budget stays async from now, in ms (polled every 5 ms). */
-    const asyncFor = async () => {
-      const started = performance.now();
-      while (!budget.fast) await new Promise((resolve) => setTimeout(resolve, 5));
-      return performance.now() - started;
-    };
-    await slowWindow();
-    expect(budget.fast).toBe(false);
-    expect(await asyncFor()).toBeGreaterThanOrEqual(35);
-    // Synchronous again; another slow window: twice as long.
-    await slowWindow();
-    expect(await asyncFor()).toBeGreaterThanOrEqual(75);
-    // Capped at asyncMaxMs.
-    await slowWindow();
-    const capped = await asyncFor();
-    expect(capped).toBeGreaterThanOrEqual(75);
-    expect(capped).toBeLessThan(160);
-    // A fast window resets the period to the first one.
-    for (let i = 0; i < 20; i++) await budget.charge(performance.now());
-    await slowWindow();
-    const reset = await asyncFor();
-    expect(reset).toBeGreaterThanOrEqual(35);
-    expect(reset).toBeLessThan(75);
+    vi.useFakeTimers({ toFake: ["performance"] });
+    try {
+      const budget = new SyncBudget({ asyncFirstMs: 500, asyncMaxMs: 1000 });
+      // Twenty calls that each took 5 ms: a slow window.
+      const slowWindow = async () => {
+        for (let i = 0; i < 20; i++) await budget.charge(performance.now() - 5);
+      };
+      const expectAsyncFor = (ms: number) => {
+        expect(budget.fast).toBe(false);
+        vi.advanceTimersByTime(ms - 1);
+        expect(budget.fast).toBe(false);
+        vi.advanceTimersByTime(1);
+        expect(budget.fast).toBe(true);
+      };
+      await slowWindow();
+      expectAsyncFor(500);
+      await slowWindow();
+      expectAsyncFor(1000);
+      await slowWindow();
+      expectAsyncFor(1000); // capped at asyncMaxMs
+      // A fast window resets the period.
+      for (let i = 0; i < 20; i++) await budget.charge(performance.now());
+      expect(budget.fast).toBe(true);
+      await slowWindow();
+      expectAsyncFor(500);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });
