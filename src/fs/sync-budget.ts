@@ -15,7 +15,8 @@
  * event loop for one window of calls per period at most. A few slow calls are not enough: on a
  * busy machine any call may be preempted or meet a GC pause. Going back to synchronous calls
  * matters on a busy 2-core host: there a burst of preemptions used to switch a whole download
- * pass to the pool (small-tree copy: destination CPU 7.9-8.7 s -> 7.2-7.5 s without that).
+ * pass to the pool for good (small-tree copy, destination CPU: 7.9-8.7 s with that, 7.2-7.5 s
+ * with a budget that never went async).
  * Calls that can block for long by nature (fsync) never go through it.
  */
 import { setImmediate as yieldToEventLoop } from "node:timers/promises";

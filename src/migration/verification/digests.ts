@@ -14,8 +14,8 @@
 import { setImmediate as yieldToEventLoop } from "node:timers/promises";
 import type { SidecarClientConfig } from "../../config/schema.js";
 import { digestFile } from "../../digest/digest.js";
-import { SyncBudget } from "../../fs/sync-budget.js";
 import { AgentError, throwIfAborted } from "../../errors.js";
+import { SyncBudget } from "../../fs/sync-budget.js";
 import type { SourcePeer } from "../peer.js";
 import { backoffDelayMs, sleep } from "../retry.js";
 import type { DigestAlgorithmName } from "../types.js";
