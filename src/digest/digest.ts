@@ -12,6 +12,7 @@ import { AgentError, throwIfAborted } from "../errors.js";
 import type { SyncBudget } from "../fs/sync-budget.js";
 import type { DigestAlgorithmName } from "../migration/types.js";
 import { digestFileOffThread } from "./hash-pool.js";
+import { encodeXxh32, encodeXxh64, XxhInPlace } from "./xxh-in-place.js";
 
 const xx = await xxhash();
 
@@ -40,13 +41,41 @@ export function createHasher(algorithm: DigestAlgorithmName): Hasher {
     }
     case "XXHash32": {
       const h = xx.create32(0);
-      return { update: (c) => void h.update(c), digest: () => h.digest().toString(16) };
+      return { update: (c) => void h.update(c), digest: () => encodeXxh32(h.digest()) };
     }
     case "XXH64": {
       const h = xx.create64(0n);
-      return { update: (c) => void h.update(c), digest: () => h.digest().toString(16).padStart(16, "0") };
+      return { update: (c) => void h.update(c), digest: () => encodeXxh64(h.digest()) };
     }
   }
+}
+
+/**
+ * A whole-file digest that reads into a buffer of its own: begin(), then read into `buffer` and
+ * update(bytesRead) as often as needed, then digest(). For synchronous use only (one file at a
+ * time), so that one buffer serves every file. XXHash32 and XXH64 hash the bytes where they were
+ * read (xxh-in-place.ts); MD5 hashes from the buffer with node:crypto, which copies nothing either.
+ */
+export interface ReadDigester {
+  readonly buffer: Uint8Array;
+  begin(): void;
+  update(length: number): void;
+  digest(): string;
+}
+
+export function createReadDigester(algorithm: DigestAlgorithmName, capacity: number): ReadDigester {
+  if (algorithm !== "MD5") {
+    const inPlace = XxhInPlace.create(algorithm, capacity);
+    if (inPlace) return inPlace;
+  }
+  const buffer = Buffer.allocUnsafeSlow(capacity);
+  let hasher = createHasher(algorithm);
+  return {
+    buffer,
+    begin: () => void (hasher = createHasher(algorithm)),
+    update: (length) => hasher.update(buffer.subarray(0, length)),
+    digest: () => hasher.digest(),
+  };
 }
 
 const READ_BYTES = 1 << 20;
@@ -82,16 +111,18 @@ export async function digestFile(path: string, algorithm: DigestAlgorithmName, o
     if (sizeHint === undefined || sizeHint > SYNC_DIGEST_MAX_BYTES) return digestFileOffThread(path, algorithm, { signal, sizeHint });
     if (budget.fast) {
       throwIfAborted(signal);
-      const hasher = createHasher(algorithm);
       const started = performance.now();
       let ioMs: number | undefined;
+      let digest: string;
       try {
-        ioMs = hashWholeSync(path, hasher);
+        const digester = syncDigester(algorithm);
+        ioMs = hashWholeSync(path, digester);
+        digest = digester.digest(); // before the charge, which may yield: the digester is shared
       } finally {
         // Only the filesystem calls are charged: hashing costs the same however the bytes were read.
         await budget.charge(ioMs === undefined ? started : performance.now() - ioMs);
       }
-      return hasher.digest();
+      return digest;
     }
   }
   const hasher = createHasher(algorithm);
@@ -100,18 +131,25 @@ export async function digestFile(path: string, algorithm: DigestAlgorithmName, o
 }
 
 /**
- * The main thread's read buffer for hashOpenFileSync, which fills and hashes it without yielding,
- * so that one buffer serves every file. One byte over SYNC_DIGEST_MAX_BYTES: the read that
- * finds the end of a file of the largest expected size must not be one of length 0.
+ * The main thread's digesters for hashOpenFileSync, one per algorithm: it fills and hashes the
+ * buffer without yielding, so that one buffer serves every file. One byte over
+ * SYNC_DIGEST_MAX_BYTES: the read that finds the end of a file of the largest expected size must
+ * not be one of length 0.
  */
-let syncBuffer: Buffer | undefined;
+const syncDigesters = new Map<DigestAlgorithmName, ReadDigester>();
+
+function syncDigester(algorithm: DigestAlgorithmName): ReadDigester {
+  let digester = syncDigesters.get(algorithm);
+  if (!digester) syncDigesters.set(algorithm, (digester = createReadDigester(algorithm, SYNC_DIGEST_MAX_BYTES + 1)));
+  return digester;
+}
 
 /**
- * Feeds a whole file to the hasher with synchronous calls (open, read until a read comes back
+ * Feeds a whole file to the digester with synchronous calls (open, read until a read comes back
  * short, close).
  * @returns the milliseconds spent in filesystem calls.
  */
-function hashWholeSync(path: string, hasher: Hasher): number {
+function hashWholeSync(path: string, digester: ReadDigester): number {
   const started = performance.now();
   let fd: number;
   try {
@@ -121,7 +159,7 @@ function hashWholeSync(path: string, hasher: Hasher): number {
   }
   let hashingMs: number;
   try {
-    hashingMs = hashOpenFileSync(fd, hasher);
+    hashingMs = hashOpenFileSync(fd, digester);
   } finally {
     closeSync(fd);
   }
@@ -135,27 +173,28 @@ function hashWholeSync(path: string, hasher: Hasher): number {
  * @returns the digest, and the milliseconds spent hashing (to leave out of the budget's charge).
  */
 export function digestOpenFileSync(fd: number, algorithm: DigestAlgorithmName): { digest: string; hashingMs: number } {
-  const hasher = createHasher(algorithm);
-  const hashingMs = hashOpenFileSync(fd, hasher);
+  const digester = syncDigester(algorithm);
+  const hashingMs = hashOpenFileSync(fd, digester);
   const started = performance.now();
-  const digest = hasher.digest();
+  const digest = digester.digest();
   return { digest, hashingMs: hashingMs + performance.now() - started };
 }
 
 /**
- * Feeds an open file to the hasher from its current position to its end, reading into the
- * shared syncBuffer without yielding.
+ * Feeds an open file to a digester (begun here) from its current position to its end, reading
+ * into the digester's buffer without yielding.
  * @returns the milliseconds spent hashing.
  */
-function hashOpenFileSync(fd: number, hasher: Hasher): number {
+function hashOpenFileSync(fd: number, digester: ReadDigester): number {
   let hashingMs = 0;
-  const buffer = (syncBuffer ??= Buffer.allocUnsafeSlow(SYNC_DIGEST_MAX_BYTES + 1));
+  const { buffer } = digester;
+  digester.begin();
   let length = 0;
   try {
     for (;;) {
       if (length === buffer.length) {
         const hashStart = performance.now();
-        hasher.update(buffer);
+        digester.update(length);
         hashingMs += performance.now() - hashStart;
         length = 0;
       }
@@ -169,7 +208,7 @@ function hashOpenFileSync(fd: number, hasher: Hasher): number {
     throw AgentError.from(err);
   }
   const hashStart = performance.now();
-  hasher.update(buffer.subarray(0, length));
+  digester.update(length);
   return hashingMs + performance.now() - hashStart;
 }
 

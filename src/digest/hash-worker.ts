@@ -10,7 +10,7 @@
 import { closeSync, openSync, readSync } from "node:fs";
 import { parentPort } from "node:worker_threads";
 import type { DigestAlgorithmName } from "../migration/types.js";
-import { createHasher, type Hasher } from "./digest.js";
+import { createReadDigester, type ReadDigester } from "./digest.js";
 
 export interface HashJob {
   readonly id: number;
@@ -32,19 +32,20 @@ const READ_CHUNK_BYTES = 256 << 10;
 
 class Cancelled extends Error {}
 
-/**
- * Feeds a whole file to the hasher: reads until a read returns 0, in one buffer of the expected
- * size (plus one byte, so that the read finding the end is not one of length 0) up to a chunk.
- */
-function hashFile(job: HashJob, hasher: Hasher): void {
+/** This thread's digesters, one per algorithm: jobs run one at a time, so one buffer each serves them all. */
+const digesters = new Map<DigestAlgorithmName, ReadDigester>();
+
+/** Digests a whole file: reads until a read returns 0. */
+function hashFile(job: HashJob, digester: ReadDigester): string {
   const fd = openSync(job.path, "r");
   try {
-    const buffer = Buffer.allocUnsafe(Math.min(READ_CHUNK_BYTES, Math.max(0, job.sizeHint) + 1));
+    const { buffer } = digester;
+    digester.begin();
     for (;;) {
       if (Atomics.load(job.abortFlag, 0) !== 0) throw new Cancelled();
       const bytesRead = readSync(fd, buffer, 0, buffer.length, null);
-      if (bytesRead === 0) return;
-      hasher.update(buffer.subarray(0, bytesRead));
+      if (bytesRead === 0) return digester.digest();
+      digester.update(bytesRead);
     }
   } finally {
     closeSync(fd);
@@ -54,9 +55,9 @@ function hashFile(job: HashJob, hasher: Hasher): void {
 function run(job: HashJob): HashOutcome {
   if (Atomics.load(job.abortFlag, 0) !== 0) return { id: job.id, cancelled: true };
   try {
-    const hasher = createHasher(job.algorithm);
-    hashFile(job, hasher);
-    return { id: job.id, digest: hasher.digest() };
+    let digester = digesters.get(job.algorithm);
+    if (!digester) digesters.set(job.algorithm, (digester = createReadDigester(job.algorithm, READ_CHUNK_BYTES)));
+    return { id: job.id, digest: hashFile(job, digester) };
   } catch (err) {
     if (err instanceof Cancelled) return { id: job.id, cancelled: true };
     const e = err as NodeJS.ErrnoException;

@@ -27,12 +27,6 @@ import { constants } from "node:fs";
 import { open, type FileHandle } from "node:fs/promises";
 import { setHandleMtimeMs } from "./mtime.js";
 
-/** The part of the WebAssembly global used here (tsconfig's lib has no WebAssembly types). */
-declare const WebAssembly: {
-  Memory: new (descriptor: { initial: number; maximum?: number }) => { readonly buffer: ArrayBuffer };
-};
-type WasmMemory = InstanceType<typeof WebAssembly.Memory>;
-
 /** Alignment of every O_DIRECT write: address, offset and length. */
 export const DIRECT_ALIGN = 4096;
 /** One staging block, and the size of every write but a file's last. */
@@ -47,7 +41,7 @@ const WASM_PAGE_BYTES = 65536;
  * so for reuse. Never grown: growing would detach the blocks in use.
  */
 class BlockPool {
-  private memory: WasmMemory | undefined;
+  private memory: WebAssembly.Memory | undefined;
   private readonly free: Uint8Array[] = [];
   private carved = 0;
 

@@ -2,7 +2,8 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { createHasher, digestFile, parseDigestAlgorithm } from "../../src/digest/digest.js";
+import { createHasher, createReadDigester, digestFile, parseDigestAlgorithm } from "../../src/digest/digest.js";
+import { XxhInPlace } from "../../src/digest/xxh-in-place.js";
 
 describe("digests", () => {
   const dirs: string[] = [];
@@ -40,6 +41,29 @@ describe("digests", () => {
       const h = createHasher(alg);
       h.update(bytes);
       expect(await digestFile(file, alg)).toBe(h.digest());
+    }
+  });
+
+  it("read digesters hash XXHash32 and XXH64 in place, file after file, like the streaming hashers", () => {
+    // An odd capacity, so that updates split the input at offsets that are not multiples of the
+    // hash's 16/32-byte stripes; inputs of different lengths one after the other, so that a state
+    // left by the previous file would show.
+    const capacity = 1000;
+    const inputs = [5000, 0, 31, 1000, 2999].map((size, seed) => Buffer.from(Array.from({ length: size }, (_, i) => (i * 131 + seed) & 0xff)));
+    for (const alg of ["MD5", "XXHash32", "XXH64"] as const) {
+      const digester = createReadDigester(alg, capacity);
+      expect(digester instanceof XxhInPlace).toBe(alg !== "MD5");
+      for (const input of inputs) {
+        digester.begin();
+        for (let at = 0; at < input.length; at += capacity) {
+          const piece = input.subarray(at, at + capacity);
+          digester.buffer.set(piece);
+          digester.update(piece.length);
+        }
+        const h = createHasher(alg);
+        h.update(input);
+        expect(digester.digest(), `${alg} of ${input.length} bytes`).toBe(h.digest());
+      }
     }
   });
 
