@@ -1,11 +1,12 @@
 /**
- * Durability for many small files at once.
+ * Durability for many small files, or many directories, at once.
  *
  * One fsync per file costs a journal commit each: on the reference machine ~1.3 ms per small
  * file, more than writing it. syncFiles makes a whole batch of just-written files durable with
  * one syncfs(2) of their filesystem instead. syncfs writes back and waits for every dirty page
  * and inode of the filesystem and flushes the device cache, so each file is exactly as durable
- * as after its own fsync. Where syncfs cannot run, every file is fsynced instead.
+ * as after its own fsync. syncDirectories does the same for the renames into many directories.
+ * Where syncfs cannot run, every path is fsynced instead.
  *
  * Node has no syncfs binding, so coreutils' `sync -f` does it, run by one long-lived `/bin/sh`
  * (SyncfsShell): forking the agent itself for every call costs ~20 ms of main-thread CPU at a
@@ -128,20 +129,20 @@ class SyncfsShell {
 }
 
 /**
- * A directory of each filesystem holding `files`: `sync -f` calls syncfs once per argument, and
- * a group of files spans dozens of table directories, usually of one filesystem. Empty when the
- * files must be fsynced one by one instead.
+ * One of `dirs` per filesystem: `sync -f` calls syncfs once per argument, and a group of files
+ * spans dozens of table directories, usually of one filesystem. Empty when the paths must be
+ * fsynced one by one instead.
  */
-function oneDirPerFileSystem(files: readonly string[]): string[] {
+function oneDirPerFileSystem(dirs: Iterable<string>): string[] {
   const byDevice = new Map<number, string>();
-  for (const dir of new Set(files.map((file) => path.dirname(file)))) {
+  for (const dir of dirs) {
     // The shell reads one directory per line: a name with a newline cannot be sent (never the case for Cassandra dirs).
     if (dir.includes("\n")) return [];
     let device: number;
     try {
       device = statSync(dir).dev;
     } catch {
-      return []; // a directory went away: the files cannot all be synced, let fsync say which
+      return []; // a directory went away: the paths cannot all be synced, let fsync say which
     }
     if (!byDevice.has(device)) byDevice.set(device, dir);
   }
@@ -157,9 +158,24 @@ let syncfsWorks: boolean | undefined;
  * Makes `files` durable: data, size and times, as fsync would.
  * @throws the fs error when a fallback fsync fails.
  */
-export async function syncFiles(files: readonly string[]): Promise<void> {
-  if (files.length === 0) return;
-  const dirs = syncfsWorks === false ? [] : oneDirPerFileSystem(files);
+export function syncFiles(files: readonly string[]): Promise<void> {
+  return syncPaths(files, () => new Set(files.map((file) => path.dirname(file))));
+}
+
+/**
+ * Makes the entries of `dirs` durable (renames and unlinks in them), as an fsync of each
+ * directory would: one syncfs per filesystem instead of three thread-pool calls and a disk
+ * write per directory (a small-tree copy renames into ~500 directories: 0.2-0.26 s of fsyncs).
+ * @throws the fs error when a fallback fsync fails.
+ */
+export function syncDirectories(dirs: readonly string[]): Promise<void> {
+  return syncPaths(dirs, () => dirs);
+}
+
+/** syncfs of the filesystems of `syncfsDirs()`, or else an fsync of each of `paths`. */
+async function syncPaths(paths: readonly string[], syncfsDirs: () => Iterable<string>): Promise<void> {
+  if (paths.length === 0) return;
+  const dirs = syncfsWorks === false ? [] : oneDirPerFileSystem(syncfsDirs());
   if (dirs.length > 0) {
     shell ??= new SyncfsShell();
     const ok = await shell.sync(dirs);
@@ -168,7 +184,7 @@ export async function syncFiles(files: readonly string[]): Promise<void> {
   }
   const limit = pLimit(FSYNC_PARALLELISM);
   await Promise.all(
-    files.map((file) =>
+    paths.map((file) =>
       limit(async () => {
         const handle = await open(file, "r");
         try {

@@ -1,5 +1,5 @@
 /** Millisecond-exact file times. */
-import { statSync, type BigIntStats } from "node:fs";
+import { statSync, utimesSync, type BigIntStats } from "node:fs";
 import { stat, utimes, type FileHandle } from "node:fs/promises";
 
 /**
@@ -11,6 +11,12 @@ import { stat, utimes, type FileHandle } from "node:fs/promises";
 export async function setMtimeMs(path: string, mtimeMs: number): Promise<void> {
   const seconds = exactSeconds(mtimeMs);
   await utimes(path, seconds, seconds);
+}
+
+/** setMtimeMs with a synchronous call (sync-budget.ts). */
+export function setMtimeMsSync(path: string, mtimeMs: number): void {
+  const seconds = exactSeconds(mtimeMs);
+  utimesSync(path, seconds, seconds);
 }
 
 /** setMtimeMs on an open file (futimes: no path lookup). */

@@ -81,3 +81,27 @@ describe("syncFiles", () => {
     await expect(syncFiles([...written, path.join(dir!, "missing")])).rejects.toMatchObject({ code: "ENOENT" });
   });
 });
+
+describe("syncDirectories", () => {
+  it("syncs many directories of one filesystem at once; a missing one is named by its fsync error", async () => {
+    const { syncDirectories } = await import("../../src/fs/durable.js");
+    await files(0);
+    const dirs = ["a", "b", path.join("b", "c")].map((d) => path.join(dir!, d));
+    for (const d of dirs) await mkdir(d, { recursive: true });
+    await writeFile(path.join(dirs[2]!, "f"), "renamed here");
+    await syncDirectories(dirs);
+    expect(await readFile(path.join(dirs[2]!, "f"), "utf8")).toBe("renamed here");
+    await syncDirectories([]);
+    await expect(syncDirectories([...dirs, path.join(dir!, "gone")])).rejects.toMatchObject({ code: "ENOENT" });
+  });
+
+  it("falls back to one fsync per directory when `sync` cannot run", async () => {
+    process.env.PATH = "/nonexistent";
+    const { syncDirectories } = await import("../../src/fs/durable.js");
+    await files(0);
+    const dirs = ["x", "y"].map((d) => path.join(dir!, d));
+    for (const d of dirs) await mkdir(d);
+    await syncDirectories(dirs);
+    await expect(syncDirectories([...dirs, path.join(dir!, "gone")])).rejects.toMatchObject({ code: "ENOENT" });
+  });
+});

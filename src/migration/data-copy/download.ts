@@ -19,8 +19,8 @@
  */
 import { setMaxListeners } from "node:events";
 import { AgentError } from "../../errors.js";
-import { fsyncDir } from "../../fs/atomic-file.js";
-import { setMtimeMs } from "../../fs/mtime.js";
+import { syncDirectories } from "../../fs/durable.js";
+import { setMtimeMs, setMtimeMsSync } from "../../fs/mtime.js";
 import type { OperationStatus } from "./operation-status.js";
 import type { SourceTarget } from "./plan.js";
 import { downloadBatch, planBatches } from "./batch-transfer.js";
@@ -152,7 +152,7 @@ export async function downloadShortlist(
     );
   } finally {
     ctx.signal.removeEventListener("abort", onTaskAbort);
-    await syncDirectories(ctx);
+    await makeRenamesDurable(ctx);
   }
   return { failures, vanished, resumedBytes, stoppedEarly };
 }
@@ -189,31 +189,37 @@ function runStreams(large: readonly (() => Promise<void>)[], small: readonly (()
   });
 }
 
-/** fsyncs every directory that received a rename, once; failures are logged (the files are already fsynced). */
-export async function syncDirectories(ctx: Pick<TransferContext, "touchedDirs" | "logger">): Promise<void> {
-  for (const dir of ctx.touchedDirs) {
-    try {
-      await fsyncDir(dir);
-    } catch (err) {
-      ctx.logger.warn({ dir, err: (err as Error).message }, "cannot fsync directory");
-    }
-  }
+/**
+ * Makes the renames of the pass durable: every directory that received one, at once
+ * (fs/durable.ts). A failure is logged: the files themselves are already durable.
+ */
+async function makeRenamesDurable(ctx: Pick<TransferContext, "touchedDirs" | "logger">): Promise<void> {
+  const dirs = [...ctx.touchedDirs];
   ctx.touchedDirs.clear();
+  try {
+    await syncDirectories(dirs);
+  } catch (err) {
+    ctx.logger.warn({ dirs: dirs.length, err: (err as Error).message }, "cannot fsync the directories that received files");
+  }
 }
 
 /**
- * Gives local directories their source mtimes, after every change below them of this pass.
+ * Gives local directories their source mtimes, after every change below them of this pass, with
+ * synchronous calls while ctx.budget allows (a few µs each against a thread-pool hop).
  * Best effort (verification ignores directory mtimes): failures are logged, not counted.
  */
 export async function syncDirectoryTimes(
-  ctx: Pick<TransferContext, "logger" | "signal">,
+  ctx: Pick<TransferContext, "logger" | "signal" | "budget">,
   sources: Iterable<SourceTarget>,
 ): Promise<void> {
   for (const t of sources) {
     if (ctx.signal.aborted) return;
     if (t.entry.fileType !== "DIRECTORY") continue;
     try {
-      await setMtimeMs(t.absPath, t.entry.lastModifiedTime);
+      await ctx.budget.run(
+        () => setMtimeMsSync(t.absPath, t.entry.lastModifiedTime),
+        () => setMtimeMs(t.absPath, t.entry.lastModifiedTime),
+      );
     } catch (err) {
       ctx.logger.debug({ dir: t.absPath, err: (err as Error).message }, "cannot set directory mtime");
     }

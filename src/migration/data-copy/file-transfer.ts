@@ -35,7 +35,7 @@ export interface TransferContext {
   readonly resume: ResumeStore;
   /** Files at least this large keep a resume record (see resume-store.ts). */
   readonly resumeMinBytes: number;
-  /** Directories that received a rename; the caller fsyncs each once (syncDirectories). */
+  /** Directories that received a rename; the download phase makes those renames durable at once at its end. */
   readonly touchedDirs: Set<string>;
   /** Directories known to exist in this pass (ensureDirectory), so each costs one mkdir. */
   readonly knownDirs: Set<string>;
