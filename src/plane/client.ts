@@ -1,7 +1,7 @@
 /**
  * The destination's handle on its source: migration/peer.ts's SourcePeer over the gRPC plane
  * (@grpc/grpc-js). Bulk data flows server → client (ReadFile and ReadFiles are server-streaming), so this
- * client's flow-control window governs throughput (stack-notes §3.3). The source picks
+ * client's 16 MiB flow-control window governs throughput (stack-notes §3.3). The source picks
  * the instance by :authority, which is the source host unless `authority` says otherwise.
  */
 import { create } from "@bufbuild/protobuf";
@@ -29,15 +29,8 @@ import {
   toReadFileRequest,
 } from "./wire.js";
 
-/**
- * HTTP/2 stream and connection receive window of the client (grpc-js sets both from one option).
- * 16 MiB would cover 10 Gbit/s × 10 ms for one stream, but the connection window is shared:
- * data that a paused stream has received and not yet read still counts against it, so with
- * several large files in flight the others starve for a round trip each time. Behind 10 ms of
- * RTT (delay proxy, 4 GiB benchmark tree) the copy took 17.6-19.0 s with 16 MiB and
- * 14.6-16.1 s with 32 MiB (48 MiB: 14.9-15.7 s); on loopback all three took the same time.
- */
-export const CLIENT_FLOW_CONTROL_WINDOW_BYTES = 32 * 1024 * 1024;
+/** HTTP/2 stream and connection receive window of the client (16 MiB ≥ 10 Gbit/s × 10 ms). */
+export const CLIENT_FLOW_CONTROL_WINDOW_BYTES = 16 * 1024 * 1024;
 /** Deadline of unary calls (GetMigrationStatus), in ms. Streams have none: keepalive detects dead peers. */
 export const UNARY_DEADLINE_MS = 30_000;
 

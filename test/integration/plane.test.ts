@@ -324,9 +324,9 @@ describe("PeerService.ReadFile", () => {
   });
 
   it("fails with Aborted when the file grows while it is read", async () => {
-    // Larger than everything in flight (32 MiB client window + two 16-message stream buffers), so the source is still reading.
+    // Larger than everything in flight (16 MiB client window + two 16-message stream buffers), so the source is still reading.
     const file = path.join(src.dataDirs[1]!, "growing.bin");
-    await writeFile(file, randomBytes(112 * MiB));
+    await writeFile(file, randomBytes(80 * MiB));
     try {
       const iterator = peer
         .readFile({ fileUrl: `${FILES}/data/1/growing.bin`, offset: 0, expectedSize: -1, expectedLastModifiedTime: -1 })

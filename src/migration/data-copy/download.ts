@@ -43,7 +43,7 @@ const SOURCE_DOWN_CODES: ReadonlySet<string> = new Set(["Unavailable", "Deadline
  * each side, and beyond four streams the extra buffers only made V8 promote and mark-compact
  * more: the 4 GiB benchmark copy took 15-20 s with 10 at once, 13-14 s with 4 (source CPU
  * 9-13 s -> 6 s, destination 14-16 s -> 10-11 s). Throughput over a long round trip is bound by
- * the connection's window (plane/client.ts), which four streams already fill.
+ * the connection's 16 MiB window (plane/client.ts), which four streams already fill.
  */
 export const LARGE_STREAMS_MAX = 4;
 
