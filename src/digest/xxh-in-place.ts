@@ -60,6 +60,8 @@ function xxhModule(): WebAssembly.Module | null {
 export class XxhInPlace {
   /** Where reads go; hashed in place by update(). */
   readonly buffer: Uint8Array;
+  /** The hash state, at the start of the memory. */
+  private readonly state: Uint8Array;
 
   private constructor(
     private readonly algorithm: "XXHash32" | "XXH64",
@@ -69,6 +71,8 @@ export class XxhInPlace {
     const needed = STATE_BYTES + capacity;
     const have = xxh.mem.buffer.byteLength;
     if (needed > have) xxh.mem.grow(Math.ceil((needed - have) / WASM_PAGE_BYTES));
+    // Views on the grown memory: it never grows again, so they stay valid.
+    this.state = new Uint8Array(xxh.mem.buffer, 0, STATE_BYTES);
     this.buffer = new Uint8Array(xxh.mem.buffer, STATE_BYTES, capacity);
   }
 
@@ -82,7 +86,7 @@ export class XxhInPlace {
   /** Starts a new digest (seed 0). */
   begin(): void {
     // The module's init leaves parts of the state as they were: start from zeros, as xxhash-wasm does.
-    new Uint8Array(this.xxh.mem.buffer, 0, STATE_BYTES).fill(0);
+    this.state.fill(0);
     if (this.algorithm === "XXHash32") this.xxh.init32(0, 0);
     else this.xxh.init64(0, 0n);
   }
