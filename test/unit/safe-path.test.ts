@@ -127,6 +127,32 @@ describe("the path checker", () => {
     });
   }
 
+  // Plain names take a short cut past the path module; every path must still resolve exactly as
+  // path.resolve and path.relative would resolve it.
+  const shapes = [
+    "ks/t-1/nb-1-big-Data.db",
+    "x",
+    ".hidden/.b",
+    "ks/t-1/",
+    "ks//t-1",
+    "./ks/t-1",
+    "ks/./t-1",
+    "ks/t-1/.",
+    "",
+    "ks%2F%2Ft-1",
+    "ks%2F.%2Ft-1",
+    "we%20ird%25name",
+  ];
+  for (const shape of shapes) {
+    it(`resolves '${shape}' as the path module does`, () => {
+      const root = roots.find((r) => r.dirType === "data" && r.dirIndex === 0)!;
+      const resolved = resolveFileUrl(roots, `${P}/data/0/${shape}`);
+      const rootPath = path.resolve(root.path);
+      const expectedAbs = path.resolve(rootPath, decodeURIComponent(shape));
+      expect(resolved.absPath).toBe(expectedAbs);
+      expect(resolved.relPath).toBe(path.relative(rootPath, expectedAbs));
+    });
+  }
 });
 
 describe.each(checkers)("the checks on disk (%s)", (_name, check) => {

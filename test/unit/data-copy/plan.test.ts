@@ -235,4 +235,35 @@ describe("findMissing", () => {
     const missing = await findMissing([...sources.values()], keptPaths);
     expect(missing.map((m) => path.relative(data0, m.absPath))).toEqual(["ks/t/need", "ks/t/new"]);
   });
+
+  it("takes the whole subtree of a missing directory as missing, and checks each path below a present one", async () => {
+    const { instance, data0, file, dir } = await setup();
+    // "ks/t" exists with one file; "ks/u" does not exist; "ks/f" is a file where the source has a directory.
+    await writeTree(data0, { "ks/t/have": "x", "ks/f": "not a directory" });
+    const source = [
+      dir("ks"),
+      dir("ks/t"),
+      file("ks/t/have", 1, 5),
+      file("ks/t/need", 3, 5),
+      dir("ks/u"),
+      dir("ks/u/deep"),
+      file("ks/u/deep/a", 3, 5),
+      file("ks/u/b", 3, 5),
+      dir("ks/f"),
+      file("ks/f/c", 3, 5),
+      // Past the first STAT_PARALLELISM entries too: parents settle before their children in every batch.
+      ...Array.from({ length: 40 }, (_, i) => file(`ks/u/deep/n${String(i).padStart(2, "0")}`, 1, 5)),
+    ];
+    const sources = mapSourceEntries(instance.roots, source);
+    const missing = await findMissing([...sources.values()], new Set());
+    expect(missing.map((m) => path.relative(data0, m.absPath))).toEqual([
+      "ks/t/need",
+      "ks/u",
+      "ks/u/deep",
+      "ks/u/deep/a",
+      "ks/u/b",
+      "ks/f/c",
+      ...Array.from({ length: 40 }, (_, i) => `ks/u/deep/n${String(i).padStart(2, "0")}`),
+    ]);
+  });
 });
