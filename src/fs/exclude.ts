@@ -31,6 +31,8 @@ interface RootMatchers {
   readonly files: Matcher[];
   readonly dirs: Matcher[];
   readonly patterns: { kind: "file" | "dir"; spec: string }[];
+  /** The root's absolute, normalized path (ancestors are checked below it). */
+  readonly base: string;
 }
 
 /** Checks an exclusion spec's syntax and placeholder; returns an error text or undefined. */
@@ -96,7 +98,7 @@ export class Exclusions {
     }
     const byRoot = new Map<MigrationRoot, RootMatchers>();
     for (const root of roots) {
-      const set: RootMatchers = { files: [], dirs: [], patterns: [] };
+      const set: RootMatchers = { files: [], dirs: [], patterns: [], base: path.resolve(root.path) };
       for (const [kind, specs] of [["file", filesToExclude], ["dir", dirsToExclude]] as const) {
         for (const spec of specs) {
           const expanded = expandFor(spec, root);
@@ -125,10 +127,13 @@ export class Exclusions {
    * (ancestors are checked up to, not including, the root).
    */
   isPathExcluded(root: MigrationRoot, absPath: string, isDir: boolean): boolean {
-    if (isDir ? this.isDirExcluded(root, absPath) : this.isFileExcluded(root, absPath)) return true;
-    const base = path.resolve(root.path);
-    for (let dir = path.dirname(absPath); dir.startsWith(base + path.sep); dir = path.dirname(dir)) {
-      if (this.isDirExcluded(root, dir)) return true;
+    const set = this.byRoot.get(root);
+    if (!set) return false;
+    if ((isDir ? set.dirs : set.files).some((m) => m(absPath))) return true;
+    if (set.dirs.length === 0) return false;
+    const below = set.base + path.sep;
+    for (let dir = path.dirname(absPath); dir.startsWith(below); dir = path.dirname(dir)) {
+      if (set.dirs.some((m) => m(dir))) return true;
     }
     return false;
   }
