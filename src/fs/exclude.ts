@@ -31,8 +31,6 @@ interface RootMatchers {
   readonly files: Matcher[];
   readonly dirs: Matcher[];
   readonly patterns: { kind: "file" | "dir"; spec: string }[];
-  /** The root's absolute, normalized path (ancestors are checked below it). */
-  readonly base: string;
 }
 
 /** Checks an exclusion spec's syntax and placeholder; returns an error text or undefined. */
@@ -70,8 +68,7 @@ function expandFor(spec: string, root: MigrationRoot): { kind: "glob" | "regex";
   const name = PLACEHOLDER_RE.exec(pattern)?.[1];
   if (name !== undefined) {
     if (!root.placeholders.includes(name)) return undefined;
-    const rootPath = path.resolve(root.path);
-    const replacement = kind === "glob" ? escapeGlob(rootPath) : escapeRegex(rootPath);
+    const replacement = kind === "glob" ? escapeGlob(root.path) : escapeRegex(root.path);
     pattern = pattern.split("${" + name + "}").join(replacement);
   }
   return { kind, pattern };
@@ -98,7 +95,7 @@ export class Exclusions {
     }
     const byRoot = new Map<MigrationRoot, RootMatchers>();
     for (const root of roots) {
-      const set: RootMatchers = { files: [], dirs: [], patterns: [], base: path.resolve(root.path) };
+      const set: RootMatchers = { files: [], dirs: [], patterns: [] };
       for (const [kind, specs] of [["file", filesToExclude], ["dir", dirsToExclude]] as const) {
         for (const spec of specs) {
           const expanded = expandFor(spec, root);
@@ -131,7 +128,7 @@ export class Exclusions {
     if (!set) return false;
     if ((isDir ? set.dirs : set.files).some((m) => m(absPath))) return true;
     if (set.dirs.length === 0) return false;
-    const below = set.base + path.sep;
+    const below = root.path + path.sep;
     for (let dir = path.dirname(absPath); dir.startsWith(below); dir = path.dirname(dir)) {
       if (set.dirs.some((m) => m(dir))) return true;
     }

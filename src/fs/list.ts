@@ -49,7 +49,7 @@ export async function listRoots(roots: readonly MigrationRoot[], exclusions: Exc
   // Synchronous readdir/stat while the metadata is cached (sync-budget.ts).
   const budget = new SyncBudget();
   for (const root of roots) {
-    const base = path.resolve(root.path);
+    const base = root.path;
     try {
       if (!(await stat(base)).isDirectory()) continue;
     } catch (err) {

@@ -27,15 +27,6 @@ const DOT_DOT = /(^|\/)\.\.(\/|$)/;
 /** An empty or "." segment (a leading, trailing or doubled slash; "./"), which resolving would remove. */
 const ODD_SEGMENT = /(^|\/)\.?(\/|$)/;
 
-/** Roots' absolute, normalized paths, resolved once per root (a root's path never changes). */
-const resolvedBases = new WeakMap<MigrationRoot, string>();
-
-function resolvedBase(root: MigrationRoot): string {
-  let base = resolvedBases.get(root);
-  if (base === undefined) resolvedBases.set(root, (base = path.resolve(root.path)));
-  return base;
-}
-
 /**
  * Resolves a file URL (`/api/v1/live-migration/files/<dirType>/<dirIndex>/<path>`, as sent:
  * still percent-encoded, query stripped) against an instance's roots, without touching disk.
@@ -66,7 +57,7 @@ export function resolveFileUrl(roots: readonly MigrationRoot[], fileUrl: string)
   }
   const root = roots.find((r) => r.dirType === dirType && r.dirIndex === dirIndex);
   if (!root) throw new AgentError("NotFound", `File url ${fileUrl} is unknown.`);
-  const base = resolvedBase(root);
+  const base = root.path;
   // The common case, every segment a plain name: already normalized and inside the root, so the
   // path module's resolve and relative (most of this function's cost) would change nothing.
   if (!ODD_SEGMENT.test(relPath)) return { root, relPath, absPath: base === path.sep ? base + relPath : base + path.sep + relPath };

@@ -2,6 +2,7 @@
  * The directories of a Cassandra instance that Live Migration copies, and the file URLs that
  * name files inside them: /api/v1/live-migration/files/<dirType>/<dirIndex>/<relative path>.
  */
+import { resolve } from "node:path";
 import type { InstanceConfig } from "../config/schema.js";
 
 export const FILES_ROUTE_PREFIX = "/api/v1/live-migration/files/";
@@ -13,7 +14,7 @@ export type DirType = (typeof DIR_TYPES)[number];
 export interface MigrationRoot {
   readonly dirType: DirType;
   readonly dirIndex: number;
-  /** Absolute path as configured (not symlink-resolved). */
+  /** Absolute and normalized (path.resolve), not symlink-resolved: callers use it as it is. */
   readonly path: string;
   /** Placeholder names that expand to this root, e.g. ["DATA_FILE_DIR", "DATA_FILE_DIR_1"]. */
   readonly placeholders: readonly string[];
@@ -27,7 +28,7 @@ export interface MigrationRoot {
 export function migrationRoots(instance: InstanceConfig): MigrationRoot[] {
   const roots: MigrationRoot[] = [];
   const single = (dirType: DirType, path: string | undefined, placeholder: string) => {
-    if (path !== undefined) roots.push({ dirType, dirIndex: 0, path, placeholders: [placeholder] });
+    if (path !== undefined) roots.push({ dirType, dirIndex: 0, path: resolve(path), placeholders: [placeholder] });
   };
   single("hints", instance.hintsDir, "HINTS_DIR");
   single("commitlog", instance.commitlogDir, "COMMITLOG_DIR");
@@ -35,7 +36,7 @@ export function migrationRoots(instance: InstanceConfig): MigrationRoot[] {
   single("cdc_raw", instance.cdcDir, "CDC_RAW_DIR");
   single("local_system_data", instance.localSystemDataFileDir, "LOCAL_SYSTEM_DATA_FILE_DIR");
   instance.dataDirs.forEach((path, i) =>
-    roots.push({ dirType: "data", dirIndex: i, path, placeholders: ["DATA_FILE_DIR", `DATA_FILE_DIR_${i}`] }),
+    roots.push({ dirType: "data", dirIndex: i, path: resolve(path), placeholders: ["DATA_FILE_DIR", `DATA_FILE_DIR_${i}`] }),
   );
   return roots;
 }

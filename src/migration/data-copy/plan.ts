@@ -137,7 +137,7 @@ function deletionReason(local: LocalEntry, source: FileEntry | undefined): strin
 /** True when `p` lies strictly below one of the roots. */
 export function isBelowARoot(roots: readonly MigrationRoot[], p: string): boolean {
   const abs = path.resolve(p);
-  return roots.some((r) => abs.startsWith(path.resolve(r.path) + path.sep));
+  return roots.some((r) => abs.startsWith(r.path + path.sep));
 }
 
 /**
