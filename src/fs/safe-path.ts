@@ -60,7 +60,9 @@ export function resolveFileUrl(roots: readonly MigrationRoot[], fileUrl: string)
   const base = root.path;
   // The common case, every segment a plain name: already normalized and inside the root, so the
   // path module's resolve and relative (most of this function's cost) would change nothing.
-  if (!ODD_SEGMENT.test(relPath)) return { root, relPath, absPath: base === path.sep ? base + relPath : base + path.sep + relPath };
+  if (!ODD_SEGMENT.test(relPath)) {
+    return { root, relPath, absPath: base === path.sep ? base + relPath : base + path.sep + relPath };
+  }
   const absPath = path.resolve(base, relPath);
   if (absPath !== base && !absPath.startsWith(base + path.sep)) {
     throw new AgentError("InvalidArgument", `Resolved path escapes base directory for url ${fileUrl}`);

@@ -194,8 +194,8 @@ const STAT_PARALLELISM = 32;
  * Paths outside the kept listing are checked on disk (a locally excluded path that exists is
  * left alone), except below a directory already found missing: its whole subtree is missing
  * too. The listing names a directory before its contents, so a first pass into an empty
- * destination costs one stat per entry directly under a root instead of one per path (18,430 → 210 on the
- * small benchmark tree).
+ * destination costs one stat per entry directly under a root instead of one per path
+ * (18,430 → 210 on the small benchmark tree).
  */
 export async function findMissing(
   sources: readonly SourceTarget[],
