@@ -58,7 +58,8 @@ const USAGE = `usage: npm run bench -- [options]
   --runs N                     repetitions of every scenario (default 3)
   --out DIR                    where bench.md and bench.json go (default bench-out/)
   --work DIR                   scratch space for the trees (default $TMPDIR/lm-bench-<profile>); needs ~4x the dataset
-  --only LIST                  comma-separated subset of ${GROUPS.join(",")} (default all)
+  --only LIST                  comma-separated subset of ${GROUPS.join(",")} (default all); proxy re-runs the
+                               lm and rsync full copies behind the delay proxy, so it needs lm, rsync or both
   --agent FILE                 agent command (default src/cli/lm-sidecar.sh, the installed lm-sidecar, which runs
                                dist/src/main.js: build it with npm run build); a .js file runs with node
   --agent-log-level LEVEL      LOG_LEVEL of the agents (default warn); logs go to <work>/*.log
@@ -124,6 +125,11 @@ function parseOptions(argv: string[]): BenchOptions | undefined {
   for (const g of (values.only ?? GROUPS.join(",")).split(",").map((x) => x.trim()).filter(Boolean)) {
     if (!(GROUPS as readonly string[]).includes(g)) throw new Error(`--only: unknown group ${g} (one of ${GROUPS.join(", ")})`);
     groups.add(g as Group);
+  }
+  if (groups.size === 0) throw new Error(`--only: no group given (one or more of ${GROUPS.join(", ")})`);
+  // The proxy group re-runs the lm and rsync full copies behind the delay proxy: alone it measures nothing.
+  if (groups.has("proxy") && !groups.has("lm") && !groups.has("rsync")) {
+    throw new Error("--only proxy runs the lm and rsync full copies behind the delay proxy: add lm, rsync or both (e.g. --only lm,rsync,proxy)");
   }
   const sizeBytes = values.size !== undefined ? parseBytes(values.size) : undefined;
   const workName = `lm-bench-${profile}${sizeBytes !== undefined ? `-${sizeBytes}` : ""}`;
