@@ -25,8 +25,13 @@ import { createHandlerContext, type HandlerContext, type ServiceImpl } from "@co
 import * as grpc from "@grpc/grpc-js";
 import { AgentError } from "../errors.js";
 import type { Logger } from "../log.js";
-import { type ReadFileResponse, ReadFileResponseSchema } from "../../gen/livemigration/v1/peer_pb.js";
-import { encodeReadFileResponse, toServerError } from "./wire.js";
+import {
+  type PeerServiceListFilesResponse,
+  PeerServiceListFilesResponseSchema,
+  type ReadFileResponse,
+  ReadFileResponseSchema,
+} from "../../gen/livemigration/v1/peer_pb.js";
+import { encodeListFilesResponse, encodeReadFileResponse, toServerError } from "./wire.js";
 
 /** Largest gRPC message either way on the plane, server and client (64 MiB): DigestFiles requests carry many URLs. */
 export const PLANE_MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
@@ -42,9 +47,16 @@ function serializer<D extends DescMessage>(desc: D): (message: MessageShape<D>) 
     const bytes = toBinary(desc, message);
     return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   };
-  if (desc.typeName !== ReadFileResponseSchema.typeName) return toBinaryBuffer;
-  // File chunks, the plane's bulk: encoded in place when possible (wire.ts, allocChunk).
-  return (message) => encodeReadFileResponse(message as ReadFileResponse) ?? toBinaryBuffer(message);
+  switch (desc.typeName) {
+    case ReadFileResponseSchema.typeName:
+      // File chunks, the plane's bulk: encoded in place when possible (wire.ts, allocChunk).
+      return (message) => encodeReadFileResponse(message as ReadFileResponse) ?? toBinaryBuffer(message);
+    case PeerServiceListFilesResponseSchema.typeName:
+      // Listings, tens of thousands of small messages: encoded by hand (wire.ts).
+      return (message) => encodeListFilesResponse(message as PeerServiceListFilesResponse) ?? toBinaryBuffer(message);
+    default:
+      return toBinaryBuffer;
+  }
 }
 
 function deserializer<D extends DescMessage>(desc: D): (bytes: Buffer) => MessageShape<D> {

@@ -1,14 +1,15 @@
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { create, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { Metadata, status, type ServiceError } from "@grpc/grpc-js";
 import { describe, expect, it } from "vitest";
 import { DigestAlgorithm, FileType, InstanceFileSchema } from "../../gen/livemigration/v1/common_pb.js";
 import { GetMigrationStatusResponseSchema, MigrationState } from "../../gen/livemigration/v1/live_migration_pb.js";
-import { DigestFilesResponseSchema, ReadFileResponseSchema } from "../../gen/livemigration/v1/peer_pb.js";
+import { DigestFilesResponseSchema, PeerServiceListFilesResponseSchema, ReadFileResponseSchema } from "../../gen/livemigration/v1/peer_pb.js";
 import { AgentError, type ErrorCode } from "../../src/errors.js";
 import type { FileEntry } from "../../src/migration/types.js";
 import {
   allocChunk,
+  encodeListFilesResponse,
   encodeReadFileResponse,
   errorCodeOf,
   fromClientError,
@@ -190,5 +191,54 @@ describe("zero-copy ReadFile chunks", () => {
     expect(encodeReadFileResponse(toReadFileData(Buffer.alloc(10, 1)))).toBeUndefined();
     expect(encodeReadFileResponse(toReadFileData(allocChunk(10).subarray(2)))).toBeUndefined();
     expect(encodeReadFileResponse(toReadFileTrailer({ xxh64: "ef46db3751d8e999", size: 0, lastModifiedTime: 1 }))).toBeUndefined();
+  });
+});
+
+describe("hand-encoded ListFiles responses", () => {
+  const sameAsToBinary = (files: MessageInitShape<typeof InstanceFileSchema>[]) => {
+    const message = create(PeerServiceListFilesResponseSchema, { files });
+    const wire = encodeListFilesResponse(message);
+    expect(wire).toBeDefined();
+    expect(wire!.toString("hex")).toBe(Buffer.from(toBinary(PeerServiceListFilesResponseSchema, message)).toString("hex"));
+    return fromBinary(PeerServiceListFilesResponseSchema, wire!);
+  };
+
+  it("encode exactly as toBinary across varint boundaries, defaults and negative int64s", () => {
+    const values = [0n, 1n, 127n, 128n, 16_383n, 16_384n, 2n ** 31n - 1n, 2n ** 31n, 2n ** 32n - 1n, 2n ** 32n, 2n ** 35n + 5n, 2n ** 53n - 1n, 2n ** 53n, 2n ** 63n - 1n, -1n, -2n, -(2n ** 63n)];
+    const files = values.flatMap((value, i) => [
+      { fileUrl: `/api/v1/live-migration/files/data/0/ks/t-${i}/nb-${i}-big-Data.db`, size: value, fileType: FileType.FILE, lastModifiedTime: 1_700_000_000_123n },
+      { fileUrl: "", size: 0n, fileType: FileType.UNSPECIFIED, lastModifiedTime: value },
+      { fileUrl: `/api/v1/live-migration/files/hints/0/d${i}`, size: -1n, fileType: FileType.DIRECTORY, lastModifiedTime: 0n },
+    ]);
+    const decoded = sameAsToBinary(files);
+    expect(decoded.files.map((f) => [f.fileUrl, f.size, f.fileType, f.lastModifiedTime])).toEqual(files.map((f) => [f.fileUrl, f.size, f.fileType, f.lastModifiedTime]));
+  });
+
+  it("encode multi-byte UTF-8, URLs whose length needs a two-byte varint, an empty message and an all-default file", () => {
+    sameAsToBinary([{ fileUrl: "/api/v1/live-migration/files/data/0/ks/tbl-\u00e9\u4e2d\u{1F600}/x", size: 3n, fileType: FileType.FILE, lastModifiedTime: 5n }]);
+    sameAsToBinary([{ fileUrl: `/api/v1/live-migration/files/data/0/${"a".repeat(300)}`, size: 1n, fileType: FileType.FILE, lastModifiedTime: 1n }]);
+    sameAsToBinary([]);
+    sameAsToBinary([{}]);
+  });
+
+  it("encode a realistic listing batch byte for byte (toInstanceFile of LIST_BATCH_ENTRIES-sized batches)", () => {
+    const entries: FileEntry[] = Array.from({ length: 1000 }, (_, i) => ({
+      fileUrl: `/api/v1/live-migration/files/data/${i % 2}/ks${i % 7}/table-${i % 13}/nb-${i}-big-${i % 3 === 0 ? "Data.db" : "Index.db"}`,
+      size: i % 10 === 0 ? -1 : i * 4099,
+      fileType: i % 10 === 0 ? "DIRECTORY" : "FILE",
+      lastModifiedTime: 1_700_000_000_000 + i * 1337,
+    }));
+    const decoded = sameAsToBinary(entries.map(toInstanceFile));
+    expect(decoded.files.map(fromInstanceFile)).toEqual(entries);
+  });
+
+  it("leave messages with unknown fields or a negative enum to toBinary", () => {
+    const withUnknown = create(PeerServiceListFilesResponseSchema, { files: [{ fileUrl: "/x", size: 1n }] });
+    withUnknown.files[0]!.$unknown = [{ no: 9, wireType: 0, data: new Uint8Array([1]) }];
+    expect(encodeListFilesResponse(withUnknown)).toBeUndefined();
+    const outerUnknown = create(PeerServiceListFilesResponseSchema, { files: [] });
+    outerUnknown.$unknown = [{ no: 9, wireType: 0, data: new Uint8Array([1]) }];
+    expect(encodeListFilesResponse(outerUnknown)).toBeUndefined();
+    expect(encodeListFilesResponse(create(PeerServiceListFilesResponseSchema, { files: [{ fileType: -1 as FileType }] }))).toBeUndefined();
   });
 });
