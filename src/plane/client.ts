@@ -19,9 +19,9 @@ import type { BatchReadMessage, DigestResult, ReadFileMessage, ReadFileRequest, 
 import type { DigestAlgorithmName, FileEntry, MigrationStatus } from "../migration/types.js";
 import { methodDefinition, PLANE_MAX_MESSAGE_BYTES } from "./definition.js";
 import {
+  decodeListFilesResponse,
   fromClientError,
   fromFileDigest,
-  fromInstanceFile,
   fromMigrationStatus,
   fromReadFileResponse,
   fromReadFilesPiece,
@@ -46,8 +46,12 @@ export interface SourcePeerOptions {
   readonly connections?: number;
 }
 
+/** What a call needs of a method definition: its path and the two codecs the client uses. */
+type PlaneMethod<Req, Res> = Pick<grpc.MethodDefinition<Req, Res>, "path" | "requestSerialize" | "responseDeserialize">;
+
 const METHODS = {
-  listFiles: methodDefinition(PeerService.method.listFiles),
+  // Listing messages decode straight into entries (wire.ts).
+  listFiles: { ...methodDefinition(PeerService.method.listFiles), responseDeserialize: decodeListFilesResponse },
   readFile: methodDefinition(PeerService.method.readFile),
   readFiles: methodDefinition(PeerService.method.readFiles),
   digestFiles: methodDefinition(PeerService.method.digestFiles),
@@ -97,7 +101,7 @@ export function connectSourcePeer(options: SourcePeerOptions): SourcePeer {
 
   async function* serverStream<Req, Res>(
     client: grpc.Client,
-    method: grpc.MethodDefinition<Req, Res>,
+    method: PlaneMethod<Req, Res>,
     request: Req,
     signal: AbortSignal | undefined,
   ): AsyncGenerator<Res> {
@@ -157,7 +161,7 @@ export function connectSourcePeer(options: SourcePeerOptions): SourcePeer {
     async listFiles(signal?: AbortSignal): Promise<FileEntry[]> {
       const entries: FileEntry[] = [];
       for await (const batch of serverStream(main, METHODS.listFiles, create(PeerServiceListFilesRequestSchema), signal)) {
-        for (const file of batch.files) entries.push(fromInstanceFile(file));
+        for (const entry of batch) entries.push(entry);
       }
       return entries;
     },

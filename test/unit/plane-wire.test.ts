@@ -9,6 +9,7 @@ import { AgentError, type ErrorCode } from "../../src/errors.js";
 import type { FileEntry } from "../../src/migration/types.js";
 import {
   allocChunk,
+  decodeListFilesResponse,
   encodeListFilesResponse,
   encodeReadFileResponse,
   errorCodeOf,
@@ -240,5 +241,68 @@ describe("hand-encoded ListFiles responses", () => {
     outerUnknown.$unknown = [{ no: 9, wireType: 0, data: new Uint8Array([1]) }];
     expect(encodeListFilesResponse(outerUnknown)).toBeUndefined();
     expect(encodeListFilesResponse(create(PeerServiceListFilesResponseSchema, { files: [{ fileType: -1 as FileType }] }))).toBeUndefined();
+  });
+});
+
+describe("ListFiles responses decoded straight into entries", () => {
+  const viaFromBinary = (bytes: Uint8Array) => fromBinary(PeerServiceListFilesResponseSchema, bytes).files.map(fromInstanceFile);
+  const wireOf = (files: MessageInitShape<typeof InstanceFileSchema>[]) =>
+    toBinary(PeerServiceListFilesResponseSchema, create(PeerServiceListFilesResponseSchema, { files }));
+  /** Outcome of a decode: its entries, or its error's class and message. */
+  const outcome = (decode: () => FileEntry[]) => {
+    try {
+      return { entries: decode() };
+    } catch (err) {
+      return { error: `${(err as Error).constructor.name}: ${(err as Error).message}` };
+    }
+  };
+  const sameAsFromBinary = (bytes: Uint8Array) => {
+    const expected = outcome(() => viaFromBinary(bytes));
+    expect(outcome(() => decodeListFilesResponse(bytes))).toEqual(expected);
+    return expected;
+  };
+
+  it("decode canonical listings exactly as fromBinary and fromInstanceFile, -1 and 2^53 - 1 included", () => {
+    const entries: FileEntry[] = [
+      { fileUrl: "/api/v1/live-migration/files/data/0/ks/t-1/nb-1-big-Data.db", size: 2 ** 53 - 1, fileType: "FILE", lastModifiedTime: 1_700_000_000_123 },
+      { fileUrl: "/api/v1/live-migration/files/data/0/ks/t-1", size: -1, fileType: "DIRECTORY", lastModifiedTime: 0 },
+      { fileUrl: "/api/v1/live-migration/files/hints/0/empty%20file", size: 0, fileType: "FILE", lastModifiedTime: 128 },
+      { fileUrl: `/api/v1/live-migration/files/data/1/${"x".repeat(200)}`, size: 16_384, fileType: "FILE", lastModifiedTime: 2 ** 32 },
+    ];
+    const bytes = encodeListFilesResponse(create(PeerServiceListFilesResponseSchema, { files: entries.map(toInstanceFile) }))!;
+    expect(sameAsFromBinary(bytes)).toEqual({ entries });
+    expect(sameAsFromBinary(new Uint8Array(0))).toEqual({ entries: [] });
+    // A view into a larger buffer, as grpc-js hands messages over.
+    const padded = Buffer.concat([Buffer.from([9, 9, 9]), bytes, Buffer.from([7])]);
+    expect(decodeListFilesResponse(padded.subarray(3, 3 + bytes.length))).toEqual(entries);
+  });
+
+  it("give every other input to fromBinary and fromInstanceFile: same entries, same errors", () => {
+    const file = { fileUrl: "/api/v1/live-migration/files/data/0/f", size: 5n, fileType: FileType.FILE, lastModifiedTime: 9n };
+    const canonical = Buffer.from(wireOf([file]));
+    const cases: Record<string, Uint8Array> = {
+      "non-ASCII URL": wireOf([{ ...file, fileUrl: "/api/v1/live-migration/files/data/0/caf\u00e9" }]),
+      "size above 2^53": wireOf([{ ...file, size: 2n ** 60n }]),
+      "size 2^53 + 1 (an 8-byte varint)": wireOf([{ ...file, size: 2n ** 53n + 1n }]),
+      "size 2^56 - 1": wireOf([{ ...file, size: 2n ** 56n - 1n }]),
+      "negative size other than -1": wireOf([{ ...file, size: -2n }]),
+      "unspecified file type": wireOf([{ ...file, fileType: FileType.UNSPECIFIED }]),
+      "unknown file type": wireOf([{ ...file, fileType: 7 as FileType }]),
+      "negative file type": wireOf([{ ...file, fileType: -1 as FileType }]),
+      "unknown field in the file": Buffer.concat([Buffer.from([0x0a, canonical[1]! + 2]), canonical.subarray(2), Buffer.from([0x28, 0x01])]),
+      "unknown field in the response": Buffer.concat([canonical, Buffer.from([0x10, 0x05])]),
+      "over-long varint for the size": Buffer.from([0x0a, 0x04, 0x10, 0x85, 0x80, 0x00]),
+      "truncated file": canonical.subarray(0, canonical.length - 2),
+      "truncated varint": Buffer.from([0x0a, 0x02, 0x10, 0x80]),
+      "length past the end": Buffer.from([0x0a, 0x7f, 0x10, 0x01]),
+      "files with the wrong wire type": Buffer.from([0x08, 0x01]),
+    };
+    for (const [name, bytes] of Object.entries(cases)) {
+      const expected = outcome(() => viaFromBinary(bytes));
+      expect(outcome(() => decodeListFilesResponse(bytes)), name).toEqual(expected);
+    }
+    expect(outcome(() => decodeListFilesResponse(cases["unspecified file type"]!))).toEqual({
+      error: "AgentError: peer listed /api/v1/live-migration/files/data/0/f without a file type",
+    });
   });
 });
