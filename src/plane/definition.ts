@@ -26,12 +26,14 @@ import * as grpc from "@grpc/grpc-js";
 import { AgentError } from "../errors.js";
 import type { Logger } from "../log.js";
 import {
+  type DigestFilesResponse,
+  DigestFilesResponseSchema,
   type PeerServiceListFilesResponse,
   PeerServiceListFilesResponseSchema,
   type ReadFileResponse,
   ReadFileResponseSchema,
 } from "../../gen/livemigration/v1/peer_pb.js";
-import { encodeListFilesResponse, encodeReadFileResponse, toServerError } from "./wire.js";
+import { encodeDigestFilesResponse, encodeListFilesResponse, encodeReadFileResponse, toServerError } from "./wire.js";
 
 /** Largest gRPC message either way on the plane, server and client (64 MiB): DigestFiles requests carry many URLs. */
 export const PLANE_MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
@@ -54,6 +56,9 @@ function serializer<D extends DescMessage>(desc: D): (message: MessageShape<D>) 
     case PeerServiceListFilesResponseSchema.typeName:
       // Listings, tens of thousands of small messages: encoded by hand (wire.ts).
       return (message) => encodeListFilesResponse(message as PeerServiceListFilesResponse) ?? toBinaryBuffer(message);
+    case DigestFilesResponseSchema.typeName:
+      // Digest results, one small message per file of a verification: encoded by hand (wire.ts).
+      return (message) => encodeDigestFilesResponse(message as DigestFilesResponse) ?? toBinaryBuffer(message);
     default:
       return toBinaryBuffer;
   }

@@ -6,10 +6,12 @@ import { DigestAlgorithm, FileType, InstanceFileSchema } from "../../gen/livemig
 import { GetMigrationStatusResponseSchema, MigrationState } from "../../gen/livemigration/v1/live_migration_pb.js";
 import { DigestFilesResponseSchema, PeerServiceListFilesResponseSchema, ReadFileResponseSchema } from "../../gen/livemigration/v1/peer_pb.js";
 import { AgentError, type ErrorCode } from "../../src/errors.js";
+import type { DigestResult } from "../../src/migration/peer.js";
 import type { FileEntry } from "../../src/migration/types.js";
 import {
   allocChunk,
   decodeListFilesResponse,
+  encodeDigestFilesResponse,
   encodeListFilesResponse,
   encodeReadFileResponse,
   errorCodeOf,
@@ -218,6 +220,7 @@ describe("hand-encoded ListFiles responses", () => {
   it("encode multi-byte UTF-8, URLs whose length needs a two-byte varint, an empty message and an all-default file", () => {
     sameAsToBinary([{ fileUrl: "/api/v1/live-migration/files/data/0/ks/tbl-\u00e9\u4e2d\u{1F600}/x", size: 3n, fileType: FileType.FILE, lastModifiedTime: 5n }]);
     sameAsToBinary([{ fileUrl: `/api/v1/live-migration/files/data/0/${"a".repeat(300)}`, size: 1n, fileType: FileType.FILE, lastModifiedTime: 1n }]);
+    sameAsToBinary([{ fileUrl: "/lone-surrogates-\uD800-\uDC00-end", size: 1n, fileType: FileType.FILE, lastModifiedTime: 1n }]);
     sameAsToBinary([]);
     sameAsToBinary([{}]);
   });
@@ -304,5 +307,40 @@ describe("ListFiles responses decoded straight into entries", () => {
     expect(outcome(() => decodeListFilesResponse(cases["unspecified file type"]!))).toEqual({
       error: "AgentError: peer listed /api/v1/live-migration/files/data/0/f without a file type",
     });
+  });
+});
+
+describe("hand-encoded DigestFiles responses", () => {
+  const sameAsToBinary = (message: ReturnType<typeof toDigestFilesResponse>) => {
+    const wire = encodeDigestFilesResponse(message);
+    expect(wire).toBeDefined();
+    expect(wire!.toString("hex")).toBe(Buffer.from(toBinary(DigestFilesResponseSchema, message)).toString("hex"));
+    return fromBinary(DigestFilesResponseSchema, wire!).digests.map(fromFileDigest);
+  };
+
+  it("encode results and per-file errors exactly as toBinary, and decode back to the same results", () => {
+    const results: DigestResult[] = [
+      { fileUrl: "/api/v1/live-migration/files/data/0/ks/t/nb-1-big-Data.db", digest: "2cc5d05" },
+      { fileUrl: "/api/v1/live-migration/files/data/0/ks/t/nb-2-big-Data.db", digest: "1B2M2Y8AsgTpgAmY7PhCfg==" },
+      { fileUrl: "/api/v1/live-migration/files/data/0/ks/t/gone", error: new AgentError("NotFound", "File not found") },
+      { fileUrl: "/api/v1/live-migration/files/data/0/ks/t/busy", error: new AgentError("Unavailable", "no permit within 5000 ms") },
+      { fileUrl: `/api/v1/live-migration/files/data/1/${"d".repeat(200)}/caf\u00e9-\u{1F600}`, digest: "0" },
+      { fileUrl: "/x", error: new AgentError("DataLoss", `bad \uD800 byte in ${"m".repeat(130)}`) },
+      { fileUrl: "", digest: "" },
+    ];
+    const decoded = sameAsToBinary(toDigestFilesResponse(results));
+    expect(decoded.map((r) => r.fileUrl)).toEqual(results.map((r) => r.fileUrl.replace("\uD800", "\uFFFD")));
+    expect(decoded.map((r) => r.digest ?? r.error?.code)).toEqual(["2cc5d05", "1B2M2Y8AsgTpgAmY7PhCfg==", "NotFound", "Unavailable", "0", "DataLoss", ""]);
+    expect(decoded[3]!.error?.message).toBe("no permit within 5000 ms");
+    sameAsToBinary(toDigestFilesResponse([]));
+  });
+
+  it("leave messages with unknown fields or a negative error code to toBinary", () => {
+    const withUnknown = toDigestFilesResponse([{ fileUrl: "/x", digest: "1" }]);
+    withUnknown.digests[0]!.$unknown = [{ no: 9, wireType: 0, data: new Uint8Array([1]) }];
+    expect(encodeDigestFilesResponse(withUnknown)).toBeUndefined();
+    const negative = toDigestFilesResponse([{ fileUrl: "/x", digest: "1" }]);
+    negative.digests[0]!.errorCode = -1;
+    expect(encodeDigestFilesResponse(negative)).toBeUndefined();
   });
 });
