@@ -26,6 +26,8 @@ import * as grpc from "@grpc/grpc-js";
 import { AgentError } from "../errors.js";
 import type { Logger } from "../log.js";
 import {
+  type DigestFilesRequest,
+  DigestFilesRequestSchema,
   type DigestFilesResponse,
   DigestFilesResponseSchema,
   type PeerServiceListFilesResponse,
@@ -33,7 +35,7 @@ import {
   type ReadFileResponse,
   ReadFileResponseSchema,
 } from "../../gen/livemigration/v1/peer_pb.js";
-import { encodeDigestFilesResponse, encodeListFilesResponse, encodeReadFileResponse, toServerError } from "./wire.js";
+import { encodeDigestFilesRequest, encodeDigestFilesResponse, encodeListFilesResponse, encodeReadFileResponse, toServerError } from "./wire.js";
 
 /** Largest gRPC message either way on the plane, server and client (64 MiB): DigestFiles requests carry many URLs. */
 export const PLANE_MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
@@ -56,6 +58,9 @@ function serializer<D extends DescMessage>(desc: D): (message: MessageShape<D>) 
     case PeerServiceListFilesResponseSchema.typeName:
       // Listings, tens of thousands of small messages: encoded by hand (wire.ts).
       return (message) => encodeListFilesResponse(message as PeerServiceListFilesResponse) ?? toBinaryBuffer(message);
+    case DigestFilesRequestSchema.typeName:
+      // A verification's whole file list in one request (wire.ts).
+      return (message) => encodeDigestFilesRequest(message as DigestFilesRequest) ?? toBinaryBuffer(message);
     case DigestFilesResponseSchema.typeName:
       // Digest results, one small message per file of a verification: encoded by hand (wire.ts).
       return (message) => encodeDigestFilesResponse(message as DigestFilesResponse) ?? toBinaryBuffer(message);

@@ -4,13 +4,19 @@ import { Metadata, status, type ServiceError } from "@grpc/grpc-js";
 import { describe, expect, it } from "vitest";
 import { DigestAlgorithm, FileType, InstanceFileSchema } from "../../gen/livemigration/v1/common_pb.js";
 import { GetMigrationStatusResponseSchema, MigrationState } from "../../gen/livemigration/v1/live_migration_pb.js";
-import { DigestFilesResponseSchema, PeerServiceListFilesResponseSchema, ReadFileResponseSchema } from "../../gen/livemigration/v1/peer_pb.js";
+import {
+  DigestFilesRequestSchema,
+  DigestFilesResponseSchema,
+  PeerServiceListFilesResponseSchema,
+  ReadFileResponseSchema,
+} from "../../gen/livemigration/v1/peer_pb.js";
 import { AgentError, type ErrorCode } from "../../src/errors.js";
 import type { DigestResult } from "../../src/migration/peer.js";
 import type { FileEntry } from "../../src/migration/types.js";
 import {
   allocChunk,
   decodeListFilesResponse,
+  encodeDigestFilesRequest,
   encodeDigestFilesResponse,
   encodeListFilesResponse,
   encodeReadFileResponse,
@@ -342,5 +348,31 @@ describe("hand-encoded DigestFiles responses", () => {
     const negative = toDigestFilesResponse([{ fileUrl: "/x", digest: "1" }]);
     negative.digests[0]!.errorCode = -1;
     expect(encodeDigestFilesResponse(negative)).toBeUndefined();
+  });
+});
+
+describe("hand-encoded DigestFiles requests", () => {
+  it("encode exactly as toBinary, empty URLs and default numbers included", () => {
+    const urls = Array.from({ length: 300 }, (_, i) => `/api/v1/live-migration/files/data/${i % 2}/ks/t-${i}/${"n".repeat(i % 150)}-Data.db`);
+    const inits: MessageInitShape<typeof DigestFilesRequestSchema>[] = [
+      { algorithm: DigestAlgorithm.XXHASH32, fileUrls: urls, maxConcurrency: 10 },
+      { algorithm: DigestAlgorithm.MD5, fileUrls: ["", "/caf\u00e9-\uD800", ""], maxConcurrency: 200 },
+      { fileUrls: [] },
+      { algorithm: DigestAlgorithm.XXH64, fileUrls: ["/x"], maxConcurrency: 0 },
+    ];
+    for (const init of inits) {
+      const message = create(DigestFilesRequestSchema, init);
+      const wire = encodeDigestFilesRequest(message);
+      expect(wire).toBeDefined();
+      expect(wire!.toString("hex")).toBe(Buffer.from(toBinary(DigestFilesRequestSchema, message)).toString("hex"));
+      expect(fromBinary(DigestFilesRequestSchema, wire!).fileUrls.length).toBe(init.fileUrls!.length);
+    }
+  });
+
+  it("leave unknown fields and negative numbers to toBinary", () => {
+    expect(encodeDigestFilesRequest(create(DigestFilesRequestSchema, { fileUrls: ["/x"], maxConcurrency: -1 }))).toBeUndefined();
+    const withUnknown = create(DigestFilesRequestSchema, { fileUrls: ["/x"] });
+    withUnknown.$unknown = [{ no: 9, wireType: 0, data: new Uint8Array([1]) }];
+    expect(encodeDigestFilesRequest(withUnknown)).toBeUndefined();
   });
 });
