@@ -19,9 +19,9 @@ import type { BatchReadMessage, DigestResult, ReadFileMessage, ReadFileRequest, 
 import type { DigestAlgorithmName, FileEntry, MigrationStatus } from "../migration/types.js";
 import { methodDefinition, PLANE_MAX_MESSAGE_BYTES } from "./definition.js";
 import {
+  decodeDigestFilesResponse,
   decodeListFilesResponse,
   fromClientError,
-  fromFileDigest,
   fromMigrationStatus,
   fromReadFileResponse,
   fromReadFilesPiece,
@@ -54,7 +54,8 @@ const METHODS = {
   listFiles: { ...methodDefinition(PeerService.method.listFiles), responseDeserialize: decodeListFilesResponse },
   readFile: methodDefinition(PeerService.method.readFile),
   readFiles: methodDefinition(PeerService.method.readFiles),
-  digestFiles: methodDefinition(PeerService.method.digestFiles),
+  // Digest results too (wire.ts).
+  digestFiles: { ...methodDefinition(PeerService.method.digestFiles), responseDeserialize: decodeDigestFilesResponse },
   getMigrationStatus: methodDefinition(LiveMigrationService.method.getMigrationStatus),
 };
 
@@ -202,9 +203,7 @@ export function connectSourcePeer(options: SourcePeerOptions): SourcePeer {
         fileUrls: [...fileUrls],
         maxConcurrency,
       });
-      for await (const message of serverStream(main, METHODS.digestFiles, request, signal)) {
-        for (const digest of message.digests) yield fromFileDigest(digest);
-      }
+      for await (const results of serverStream(main, METHODS.digestFiles, request, signal)) yield* results;
     },
 
     close(): void {

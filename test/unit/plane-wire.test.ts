@@ -7,6 +7,7 @@ import { GetMigrationStatusResponseSchema, MigrationState } from "../../gen/live
 import {
   DigestFilesRequestSchema,
   DigestFilesResponseSchema,
+  FileDigestSchema,
   PeerServiceListFilesResponseSchema,
   ReadFileResponseSchema,
 } from "../../gen/livemigration/v1/peer_pb.js";
@@ -15,6 +16,7 @@ import type { DigestResult } from "../../src/migration/peer.js";
 import type { FileEntry } from "../../src/migration/types.js";
 import {
   allocChunk,
+  decodeDigestFilesResponse,
   decodeListFilesResponse,
   encodeDigestFilesRequest,
   encodeDigestFilesResponse,
@@ -374,5 +376,56 @@ describe("hand-encoded DigestFiles requests", () => {
     const withUnknown = create(DigestFilesRequestSchema, { fileUrls: ["/x"] });
     withUnknown.$unknown = [{ no: 9, wireType: 0, data: new Uint8Array([1]) }];
     expect(encodeDigestFilesRequest(withUnknown)).toBeUndefined();
+  });
+});
+
+describe("DigestFiles responses decoded straight into results", () => {
+  /** A result as comparable data: the digest, or the error's code and message. */
+  const plain = (r: DigestResult) => ({ fileUrl: r.fileUrl, digest: r.digest, code: r.error?.code, message: r.error?.message });
+  const viaFromBinary = (bytes: Uint8Array) => fromBinary(DigestFilesResponseSchema, bytes).digests.map(fromFileDigest).map(plain);
+  const outcome = (decode: () => unknown) => {
+    try {
+      return { value: decode() };
+    } catch (err) {
+      return { error: `${(err as Error).constructor.name}: ${(err as Error).message}` };
+    }
+  };
+  const wireOf = (digests: MessageInitShape<typeof FileDigestSchema>[]) =>
+    toBinary(DigestFilesResponseSchema, create(DigestFilesResponseSchema, { digests }));
+
+  it("decode what the source sends exactly as fromBinary and fromFileDigest", () => {
+    const results: DigestResult[] = [
+      { fileUrl: "/api/v1/live-migration/files/data/0/ks/t/nb-1-big-Data.db", digest: "2cc5d05" },
+      { fileUrl: "/api/v1/live-migration/files/data/0/ks/t/gone", error: new AgentError("NotFound", "File not found") },
+      { fileUrl: `/api/v1/live-migration/files/data/1/${"u".repeat(300)}`, digest: "1B2M2Y8AsgTpgAmY7PhCfg==" },
+    ];
+    const bytes = encodeDigestFilesResponse(toDigestFilesResponse(results))!;
+    expect(decodeDigestFilesResponse(bytes).map(plain)).toEqual(viaFromBinary(bytes));
+    expect(decodeDigestFilesResponse(bytes).map(plain)).toEqual(results.map(plain));
+    expect(decodeDigestFilesResponse(new Uint8Array(0))).toEqual([]);
+  });
+
+  it("give every other input to fromBinary: same results, same errors", () => {
+    const ok = { fileUrl: "/api/v1/live-migration/files/data/0/f", digest: "abc" };
+    const canonical = Buffer.from(wireOf([ok]));
+    const cases: Record<string, Uint8Array> = {
+      "non-ASCII URL": wireOf([{ ...ok, fileUrl: "/caf\u00e9" }]),
+      "non-ASCII error message": wireOf([{ fileUrl: "/x", errorCode: 13, errorMessage: "\u00e9chec" }]),
+      "error code without a message": wireOf([{ fileUrl: "/x", errorCode: 5 }]),
+      "message without an error code": wireOf([{ fileUrl: "/x", errorMessage: "odd" }]),
+      "error code past int32": Buffer.from([0x0a, 0x0a, 0x0a, 0x02, 0x2f, 0x78, 0x18, 0xff, 0xff, 0xff, 0xff, 0x0f]),
+      "error code 2^32 + 5 (int32 reads 5)": Buffer.from([0x0a, 0x0a, 0x0a, 0x02, 0x2f, 0x78, 0x18, 0x85, 0x80, 0x80, 0x80, 0x10]),
+      "negative error code": wireOf([{ fileUrl: "/x", errorCode: -3 }]),
+      "unknown field in the result": Buffer.concat([Buffer.from([0x0a, canonical[1]! + 2]), canonical.subarray(2), Buffer.from([0x28, 0x01])]),
+      "unknown field in the response": Buffer.concat([canonical, Buffer.from([0x10, 0x05])]),
+      "truncated result": canonical.subarray(0, canonical.length - 1),
+      "length past the end": Buffer.from([0x0a, 0x7f, 0x0a, 0x01, 0x2f]),
+    };
+    for (const [name, bytes] of Object.entries(cases)) {
+      expect(outcome(() => decodeDigestFilesResponse(bytes).map(plain)), name).toEqual(outcome(() => viaFromBinary(bytes)));
+    }
+    expect(decodeDigestFilesResponse(cases["error code without a message"]!).map(plain)).toEqual([
+      { fileUrl: "/x", digest: undefined, code: "NotFound", message: "digest failed" },
+    ]);
   });
 });
