@@ -17,10 +17,9 @@ import { AgentError } from "../errors.js";
 import { silentLogger, type Logger } from "../log.js";
 import type { BatchReadMessage, DigestResult, ReadFileMessage, ReadFileRequest, SourcePeer } from "../migration/peer.js";
 import type { DigestAlgorithmName, FileEntry, MigrationStatus } from "../migration/types.js";
+import { decodeDigestFilesResponse, decodeListFilesResponse } from "./codec.js";
 import { methodDefinition, PLANE_MAX_MESSAGE_BYTES } from "./definition.js";
 import {
-  decodeDigestFilesResponse,
-  decodeListFilesResponse,
   fromClientError,
   fromMigrationStatus,
   fromReadFileResponse,
@@ -50,11 +49,11 @@ export interface SourcePeerOptions {
 type PlaneMethod<Req, Res> = Pick<grpc.MethodDefinition<Req, Res>, "path" | "requestSerialize" | "responseDeserialize">;
 
 const METHODS = {
-  // Listing messages decode straight into entries (wire.ts).
+  // Listing messages decode straight into entries (codec.ts).
   listFiles: { ...methodDefinition(PeerService.method.listFiles), responseDeserialize: decodeListFilesResponse },
   readFile: methodDefinition(PeerService.method.readFile),
   readFiles: methodDefinition(PeerService.method.readFiles),
-  // Digest results too (wire.ts).
+  // Digest results too (codec.ts).
   digestFiles: { ...methodDefinition(PeerService.method.digestFiles), responseDeserialize: decodeDigestFilesResponse },
   getMigrationStatus: methodDefinition(LiveMigrationService.method.getMigrationStatus),
 };

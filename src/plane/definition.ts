@@ -35,7 +35,8 @@ import {
   type ReadFileResponse,
   ReadFileResponseSchema,
 } from "../../gen/livemigration/v1/peer_pb.js";
-import { encodeDigestFilesRequest, encodeDigestFilesResponse, encodeListFilesResponse, encodeReadFileResponse, toServerError } from "./wire.js";
+import { encodeDigestFilesRequest, encodeDigestFilesResponse, encodeListFilesResponse, encodeReadFileResponse } from "./codec.js";
+import { toServerError } from "./wire.js";
 
 /** Largest gRPC message either way on the plane, server and client (64 MiB): DigestFiles requests carry many URLs. */
 export const PLANE_MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
@@ -53,16 +54,16 @@ function serializer<D extends DescMessage>(desc: D): (message: MessageShape<D>) 
   };
   switch (desc.typeName) {
     case ReadFileResponseSchema.typeName:
-      // File chunks, the plane's bulk: encoded in place when possible (wire.ts, allocChunk).
+      // File chunks, the plane's bulk: encoded in place when possible (codec.ts, allocChunk).
       return (message) => encodeReadFileResponse(message as ReadFileResponse) ?? toBinaryBuffer(message);
     case PeerServiceListFilesResponseSchema.typeName:
-      // Listings, tens of thousands of small messages: encoded by hand (wire.ts).
+      // Listings, tens of thousands of small messages: encoded by hand (codec.ts).
       return (message) => encodeListFilesResponse(message as PeerServiceListFilesResponse) ?? toBinaryBuffer(message);
     case DigestFilesRequestSchema.typeName:
-      // A verification's whole file list in one request (wire.ts).
+      // A verification's whole file list in one request (codec.ts).
       return (message) => encodeDigestFilesRequest(message as DigestFilesRequest) ?? toBinaryBuffer(message);
     case DigestFilesResponseSchema.typeName:
-      // Digest results, one small message per file of a verification: encoded by hand (wire.ts).
+      // Digest results, one small message per file of a verification: encoded by hand (codec.ts).
       return (message) => encodeDigestFilesResponse(message as DigestFilesResponse) ?? toBinaryBuffer(message);
     default:
       return toBinaryBuffer;

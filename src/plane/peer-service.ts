@@ -30,8 +30,8 @@ import { requireNotCompleted, requireSource } from "../migration/guards.js";
 import type { DigestResult, ReadFileRequest } from "../migration/peer.js";
 import type { RequestLimiter } from "../migration/request-limiter.js";
 import type { DigestAlgorithmName } from "../migration/types.js";
+import { allocChunk, trimChunk } from "./codec.js";
 import {
-  allocChunk,
   fromDigestAlgorithm,
   fromReadFileRequest,
   toDigestFilesResponse,
@@ -39,7 +39,6 @@ import {
   toReadFileData,
   toReadFileTrailer,
   toReadFilesPiece,
-  trimChunk,
 } from "./wire.js";
 
 /** Bytes per ReadFile data message (1 MiB), well under the 64 MiB message limit. */
