@@ -17,7 +17,7 @@ import { AgentError } from "../errors.js";
 import { silentLogger, type Logger } from "../log.js";
 import type { BatchReadMessage, DigestResult, ReadFileMessage, ReadFileRequest, SourcePeer } from "../migration/peer.js";
 import type { DigestAlgorithmName, FileEntry, MigrationStatus } from "../migration/types.js";
-import { decodeDigestFilesResponse, decodeListFilesResponse } from "./codec.js";
+import { decodeDigestFilesResponse, decodeListFilesResponse, decodeReadFilesResponse } from "./codec.js";
 import { methodDefinition, PLANE_MAX_MESSAGE_BYTES } from "./definition.js";
 import {
   fromClientError,
@@ -52,7 +52,8 @@ const METHODS = {
   // Listing messages decode straight into entries (codec.ts).
   listFiles: { ...methodDefinition(PeerService.method.listFiles), responseDeserialize: decodeListFilesResponse },
   readFile: methodDefinition(PeerService.method.readFile),
-  readFiles: methodDefinition(PeerService.method.readFiles),
+  // And the pieces of batched small files (codec.ts).
+  readFiles: { ...methodDefinition(PeerService.method.readFiles), responseDeserialize: decodeReadFilesResponse },
   // Digest results too (codec.ts).
   digestFiles: { ...methodDefinition(PeerService.method.digestFiles), responseDeserialize: decodeDigestFilesResponse },
   getMigrationStatus: methodDefinition(LiveMigrationService.method.getMigrationStatus),
@@ -181,8 +182,8 @@ export function connectSourcePeer(options: SourcePeerOptions): SourcePeer {
     async *readFiles(requests: readonly ReadFileRequest[], signal?: AbortSignal): AsyncGenerator<BatchReadMessage> {
       const client = clients[nextClient++ % clients.length]!;
       const request = create(ReadFilesRequestSchema, { files: requests.map(toReadFileRequest) });
-      for await (const response of serverStream(client, METHODS.readFiles, request, signal)) {
-        for (const piece of response.pieces) {
+      for await (const pieces of serverStream(client, METHODS.readFiles, request, signal)) {
+        for (const piece of pieces) {
           if (piece.index < 0 || piece.index >= requests.length) {
             throw new AgentError("DataLoss", `ReadFiles sent a piece of file ${piece.index} of ${requests.length}`);
           }

@@ -34,8 +34,16 @@ import {
   PeerServiceListFilesResponseSchema,
   type ReadFileResponse,
   ReadFileResponseSchema,
+  type ReadFilesResponse,
+  ReadFilesResponseSchema,
 } from "../../gen/livemigration/v1/peer_pb.js";
-import { encodeDigestFilesRequest, encodeDigestFilesResponse, encodeListFilesResponse, encodeReadFileResponse } from "./codec.js";
+import {
+  encodeDigestFilesRequest,
+  encodeDigestFilesResponse,
+  encodeListFilesResponse,
+  encodeReadFileResponse,
+  encodeReadFilesResponse,
+} from "./codec.js";
 import { toServerError } from "./wire.js";
 
 /** Largest gRPC message either way on the plane, server and client (64 MiB): DigestFiles requests carry many URLs. */
@@ -56,6 +64,9 @@ function serializer<D extends DescMessage>(desc: D): (message: MessageShape<D>) 
     case ReadFileResponseSchema.typeName:
       // File chunks, the plane's bulk: encoded in place when possible (codec.ts, allocChunk).
       return (message) => encodeReadFileResponse(message as ReadFileResponse) ?? toBinaryBuffer(message);
+    case ReadFilesResponseSchema.typeName:
+      // Batched small files, a few to a message (codec.ts).
+      return (message) => encodeReadFilesResponse(message as ReadFilesResponse) ?? toBinaryBuffer(message);
     case PeerServiceListFilesResponseSchema.typeName:
       // Listings, tens of thousands of small messages: encoded by hand (codec.ts).
       return (message) => encodeListFilesResponse(message as PeerServiceListFilesResponse) ?? toBinaryBuffer(message);

@@ -8,7 +8,7 @@
 import { closeSync, fstatSync, readSync } from "node:fs";
 import { open, type FileHandle } from "node:fs/promises";
 import { setImmediate as setImmediatePromise } from "node:timers/promises";
-import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import {
   type DigestFilesResponse,
@@ -17,7 +17,6 @@ import {
   type ReadFileResponse,
   type ReadFilesPiece,
   type ReadFilesResponse,
-  ReadFilesResponseSchema,
 } from "../../gen/livemigration/v1/peer_pb.js";
 import { createHasher, digestFile, digestOpenFileSync, type Hasher, SYNC_DIGEST_MAX_BYTES } from "../digest/digest.js";
 import { AgentError, throwIfAborted } from "../errors.js";
@@ -39,6 +38,7 @@ import {
   toReadFileData,
   toReadFileTrailer,
   toReadFilesPiece,
+  toReadFilesResponse,
 } from "./wire.js";
 
 /** Bytes per ReadFile data message (1 MiB), well under the 64 MiB message limit. */
@@ -313,7 +313,7 @@ async function* readFilesAhead(
     return Promise.race([next.file.then(() => true), setImmediatePromise(false)]);
   };
   const take = (): ReadFilesResponse => {
-    const response = create(ReadFilesResponseSchema, { pieces });
+    const response = toReadFilesResponse(pieces);
     pieces = [];
     packedBytes = 0;
     return response;

@@ -20,8 +20,14 @@ import {
   ReadFileRequestSchema,
   type ReadFileResponse,
   ReadFileResponseSchema,
+  type ReadFileTrailer as ReadFileTrailerMessage,
+  ReadFileTrailerSchema,
+  type ReadFilesError,
+  ReadFilesErrorSchema,
   type ReadFilesPiece,
   ReadFilesPieceSchema,
+  type ReadFilesResponse,
+  ReadFilesResponseSchema,
 } from "../../gen/livemigration/v1/peer_pb.js";
 import { AgentError, type ErrorCode } from "../errors.js";
 import type { BatchReadMessage, DigestResult, ReadFileMessage, ReadFileRequest, ReadFileTrailer } from "../migration/peer.js";
@@ -89,23 +95,32 @@ export function fromReadFileRequest(message: ReadFileRequestMessage): ReadFileRe
   };
 }
 
+/*
+ * The messages of a file transfer are built as the plain objects that protobuf-es v2 messages
+ * are, with every field set, instead of with create(), which walks the schema each time: for
+ * the small benchmark tree's 17,711 files (four messages each) 27-144 ms against 2-34 ms
+ * (micro-benchmark), on the source's main thread. plane-wire tests hold them equal to create()'s.
+ */
+
 /** One data chunk of a ReadFile stream. The buffer is sent as is: never reuse it afterwards. */
 export function toReadFileData(data: Uint8Array): ReadFileResponse {
-  return create(ReadFileResponseSchema, { payload: { case: "data", value: data } });
+  return { $typeName: ReadFileResponseSchema.typeName, payload: { case: "data", value: data } };
 }
 
 /** The last message of a ReadFile stream. */
 export function toReadFileTrailer(trailer: ReadFileTrailer): ReadFileResponse {
-  return create(ReadFileResponseSchema, {
+  return {
+    $typeName: ReadFileResponseSchema.typeName,
     payload: {
       case: "trailer",
       value: {
+        $typeName: ReadFileTrailerSchema.typeName,
         xxh64: trailer.xxh64,
         size: BigInt(trailer.size),
         lastModifiedTime: BigInt(trailer.lastModifiedTime),
       },
     },
-  });
+  };
 }
 
 /**
@@ -132,27 +147,50 @@ export function fromReadFileResponse(message: ReadFileResponse): ReadFileMessage
  */
 export function toReadFilesPiece(index: number, message: ReadFileResponse | AgentError, previous?: ReadFilesPiece): ReadFilesPiece | undefined {
   if (message instanceof AgentError) {
-    return create(ReadFilesPieceSchema, { index, error: { code: grpcStatusOf(message.code), message: message.message } });
+    const error: ReadFilesError = { $typeName: ReadFilesErrorSchema.typeName, code: grpcStatusOf(message.code), message: message.message };
+    return readFilesPiece(index, NO_BYTES, undefined, error);
   }
   switch (message.payload.case) {
     case "data":
-      return create(ReadFilesPieceSchema, { index, data: message.payload.value });
+      return readFilesPiece(index, message.payload.value, undefined, undefined);
     case "trailer":
       if (previous && previous.index === index && !previous.trailer && !previous.error) {
         previous.trailer = message.payload.value;
         return undefined;
       }
-      return create(ReadFilesPieceSchema, { index, trailer: message.payload.value });
+      return readFilesPiece(index, NO_BYTES, message.payload.value, undefined);
     case undefined:
       throw new AgentError("Internal", "ReadFile message without data or trailer");
   }
+}
+
+const NO_BYTES = new Uint8Array(0);
+
+function readFilesPiece(index: number, data: Uint8Array, trailer: ReadFileTrailerMessage | undefined, error: ReadFilesError | undefined): ReadFilesPiece {
+  return { $typeName: ReadFilesPieceSchema.typeName, index, data, trailer, error };
+}
+
+/** A ReadFiles message of `pieces` (see toReadFileData on plain objects). */
+export function toReadFilesResponse(pieces: ReadFilesPiece[]): ReadFilesResponse {
+  return { $typeName: ReadFilesResponseSchema.typeName, pieces };
+}
+
+/**
+ * What fromReadFilesPiece reads of a piece: a ReadFilesPiece from fromBinary, or the plain
+ * fields that codec.ts's decoder reads straight from the wire (numbers instead of bigints).
+ */
+export interface ReadFilesPieceFields {
+  readonly index: number;
+  readonly data: Uint8Array;
+  readonly trailer?: { readonly xxh64: string; readonly size: bigint | number; readonly lastModifiedTime: bigint | number } | undefined;
+  readonly error?: { readonly code: number; readonly message: string } | undefined;
 }
 
 /**
  * Wire ReadFiles piece → domain messages: its data (if any), then its trailer or error.
  * @throws AgentError DataLoss for a piece with both a trailer and an error, or with nothing.
  */
-export function fromReadFilesPiece(piece: ReadFilesPiece): BatchReadMessage[] {
+export function fromReadFilesPiece(piece: ReadFilesPieceFields): BatchReadMessage[] {
   const { index, data, trailer, error } = piece;
   if (trailer && error) throw new AgentError("DataLoss", `ReadFiles piece of file ${index} has both a trailer and an error`);
   const out: BatchReadMessage[] = [];

@@ -12,21 +12,35 @@ import {
   FileDigestSchema,
   PeerServiceListFilesResponseSchema,
   ReadFileResponseSchema,
+  type ReadFilesPiece,
+  ReadFilesResponseSchema,
 } from "../../gen/livemigration/v1/peer_pb.js";
 import { AgentError } from "../../src/errors.js";
-import type { DigestResult } from "../../src/migration/peer.js";
+import type { BatchReadMessage, DigestResult } from "../../src/migration/peer.js";
 import type { FileEntry } from "../../src/migration/types.js";
 import {
   allocChunk,
   decodeDigestFilesResponse,
   decodeListFilesResponse,
+  decodeReadFilesResponse,
   encodeDigestFilesRequest,
   encodeDigestFilesResponse,
   encodeListFilesResponse,
   encodeReadFileResponse,
+  encodeReadFilesResponse,
   trimChunk,
 } from "../../src/plane/codec.js";
-import { fromFileDigest, fromInstanceFile, toDigestFilesResponse, toInstanceFile, toReadFileData, toReadFileTrailer } from "../../src/plane/wire.js";
+import {
+  fromFileDigest,
+  fromInstanceFile,
+  fromReadFilesPiece,
+  toDigestFilesResponse,
+  toInstanceFile,
+  toReadFileData,
+  toReadFilesPiece,
+  toReadFilesResponse,
+  toReadFileTrailer,
+} from "../../src/plane/wire.js";
 
 describe("zero-copy ReadFile chunks", () => {
   it("encode exactly as toBinary, in the chunk's own memory, for every length-varint size", () => {
@@ -283,5 +297,120 @@ describe("DigestFiles responses decoded straight into results", () => {
     expect(decodeDigestFilesResponse(cases["error code without a message"]!).map(plain)).toEqual([
       { fileUrl: "/x", digest: undefined, code: "NotFound", message: "digest failed" },
     ]);
+  });
+});
+
+describe("hand-coded ReadFiles responses", () => {
+  const trailerOf = (size: number, lastModifiedTime = 1_700_000_000_123) => toReadFileTrailer({ xxh64: "0123456789abcdef", size, lastModifiedTime });
+  /** The pieces the source builds for: a small file whole, an empty file, a failed file, the first and last chunk of a bigger one. */
+  const sourcePieces = () => {
+    const pieces: ReadFilesPiece[] = [];
+    const add = (index: number, message: Parameters<typeof toReadFilesPiece>[1]) => {
+      const piece = toReadFilesPiece(index, message, pieces.at(-1));
+      if (piece) pieces.push(piece);
+    };
+    const small = Buffer.from("a small SSTable component");
+    add(0, toReadFileData(small));
+    add(0, trailerOf(small.length));
+    add(1, trailerOf(0, 0));
+    add(2, new AgentError("NotFound", "File not found: /api/v1/live-migration/files/data/0/ks/t/gone"));
+    add(130, toReadFileData(Buffer.alloc(1 << 20, 7)));
+    add(130, toReadFileData(Buffer.alloc(300, 8)));
+    add(130, trailerOf((1 << 20) + 300, Number.MAX_SAFE_INTEGER));
+    add(4095, new AgentError("Aborted", `file changed during read: /caf\u00e9-${"x".repeat(200)}`));
+    return pieces;
+  };
+  /** A domain message as comparable data. */
+  const plain = (m: BatchReadMessage) =>
+    "error" in m
+      ? { index: m.index, code: m.error.code, message: m.error.message }
+      : "data" in m
+        ? { index: m.index, data: Buffer.from(m.data).toString("hex") }
+        : { index: m.index, trailer: m.trailer };
+  const viaFromBinary = (bytes: Uint8Array) => fromBinary(ReadFilesResponseSchema, bytes).pieces.flatMap(fromReadFilesPiece).map(plain);
+  const outcome = (decode: () => unknown) => {
+    try {
+      return { value: decode() };
+    } catch (err) {
+      return { error: `${(err as Error).constructor.name}: ${(err as Error).message}` };
+    }
+  };
+
+  it("encode what the source sends exactly as toBinary", () => {
+    const message = toReadFilesResponse(sourcePieces());
+    expect(message.pieces.length).toBe(6); // the trailers joined their files' last data pieces
+    const wire = encodeReadFilesResponse(message);
+    expect(wire).toBeDefined();
+    expect(Buffer.compare(wire!, Buffer.from(toBinary(ReadFilesResponseSchema, message)))).toBe(0);
+    for (const init of [
+      { pieces: [] },
+      { pieces: [{ index: 0 }] },
+      { pieces: [{ index: 1, trailer: {} }, { index: 2, error: {} }] },
+      { pieces: [{ index: 3, data: new Uint8Array(127) }, { index: 4, data: new Uint8Array(128), trailer: { size: -1n, lastModifiedTime: -(2n ** 63n) } }] },
+      { pieces: [{ index: 0x7fffffff, trailer: { xxh64: "\u00e9", size: 2n ** 63n - 1n }, error: { code: 0x7fffffff, message: "both" } }] },
+    ] satisfies MessageInitShape<typeof ReadFilesResponseSchema>[]) {
+      const other = create(ReadFilesResponseSchema, init);
+      expect(encodeReadFilesResponse(other)!.toString("hex")).toBe(Buffer.from(toBinary(ReadFilesResponseSchema, other)).toString("hex"));
+    }
+  });
+
+  it("leave unknown fields, negative indexes and negative error codes to toBinary", () => {
+    const unknown = [{ no: 9, wireType: 0, data: new Uint8Array([1]) }];
+    const variants = [
+      create(ReadFilesResponseSchema, { pieces: [{ index: -1 }] }),
+      create(ReadFilesResponseSchema, { pieces: [{ index: 1, error: { code: -2 } }] }),
+    ];
+    const withUnknown = (mark: (m: ReturnType<typeof create<typeof ReadFilesResponseSchema>>) => { $unknown?: unknown }) => {
+      const message = create(ReadFilesResponseSchema, { pieces: [{ index: 1, trailer: { xxh64: "1" }, error: { code: 5 } }] });
+      mark(message).$unknown = unknown;
+      variants.push(message);
+    };
+    withUnknown((m) => m);
+    withUnknown((m) => m.pieces[0]!);
+    withUnknown((m) => m.pieces[0]!.trailer!);
+    withUnknown((m) => m.pieces[0]!.error!);
+    for (const message of variants) expect(encodeReadFilesResponse(message)).toBeUndefined();
+  });
+
+  it("decode what the source sends exactly as fromBinary, with the data as views of the message", () => {
+    const bytes = encodeReadFilesResponse(toReadFilesResponse(sourcePieces()))!;
+    const pieces = decodeReadFilesResponse(bytes);
+    const decoded = pieces.flatMap(fromReadFilesPiece);
+    expect(decoded.map(plain)).toEqual(viaFromBinary(bytes));
+    expect(decoded.map((m) => Object.keys(m)[1])).toEqual(["data", "trailer", "trailer", "error", "data", "data", "trailer", "error"]);
+    for (const m of decoded) if ("data" in m) expect(m.data.buffer).toBe(bytes.buffer);
+    expect(decodeReadFilesResponse(new Uint8Array(0))).toEqual([]);
+  });
+
+  it("give every other input to fromBinary: same results, same errors", () => {
+    const wireOf = (init: MessageInitShape<typeof ReadFilesResponseSchema>) => toBinary(ReadFilesResponseSchema, create(ReadFilesResponseSchema, init));
+    const canonical = Buffer.from(wireOf({ pieces: [{ index: 1, data: new Uint8Array([1, 2]), trailer: { xxh64: "ab", size: 2n } }] }));
+    const cases: Record<string, Uint8Array> = {
+      "non-ASCII error message": wireOf({ pieces: [{ index: 1, error: { code: 13, message: "\u00e9chec" } }] }),
+      "non-ASCII digest": wireOf({ pieces: [{ index: 1, trailer: { xxh64: "\u00e9" } }] }),
+      "trailer and error": wireOf({ pieces: [{ index: 1, trailer: {}, error: { code: 5 } }] }),
+      "a piece with nothing": wireOf({ pieces: [{ index: 1 }] }),
+      "error code 0": wireOf({ pieces: [{ index: 1, error: { message: "odd" } }] }),
+      "negative index": wireOf({ pieces: [{ index: -1, trailer: {} }] }),
+      "negative size": wireOf({ pieces: [{ index: 1, trailer: { size: -1n } }] }),
+      "index 2^32 + 5 (int32 reads 5)": Buffer.from([0x0a, 0x08, 0x08, 0x85, 0x80, 0x80, 0x80, 0x10, 0x1a, 0x00]),
+      "two trailers (protobuf merges them)": Buffer.from([0x0a, 0x0a, 0x08, 0x01, 0x1a, 0x02, 0x10, 0x05, 0x1a, 0x02, 0x18, 0x07]),
+      "two errors": Buffer.from([0x0a, 0x0a, 0x08, 0x01, 0x22, 0x02, 0x08, 0x05, 0x22, 0x02, 0x12, 0x00]),
+      "unknown field in the piece": Buffer.concat([Buffer.from([0x0a, canonical[1]! + 2]), canonical.subarray(2), Buffer.from([0x28, 0x01])]),
+      "unknown field in the trailer": Buffer.from([0x0a, 0x06, 0x08, 0x01, 0x1a, 0x02, 0x20, 0x01]),
+      "unknown field in the error": Buffer.from([0x0a, 0x06, 0x08, 0x01, 0x22, 0x02, 0x20, 0x01]),
+      "unknown field in the response": Buffer.concat([canonical, Buffer.from([0x10, 0x05])]),
+      "truncated piece": canonical.subarray(0, canonical.length - 1),
+      "data past the piece": Buffer.from([0x0a, 0x04, 0x08, 0x01, 0x12, 0x05, 1, 2, 3, 4, 5]),
+    };
+    for (const [name, bytes] of Object.entries(cases)) {
+      expect(outcome(() => decodeReadFilesResponse(bytes).flatMap(fromReadFilesPiece).map(plain)), name).toEqual(outcome(() => viaFromBinary(bytes)));
+    }
+    expect(outcome(() => decodeReadFilesResponse(cases["two trailers (protobuf merges them)"]!).flatMap(fromReadFilesPiece).map(plain))).toEqual({
+      value: [{ index: 1, trailer: { xxh64: "", size: 5, lastModifiedTime: 7 } }],
+    });
+    expect(outcome(() => decodeReadFilesResponse(cases["trailer and error"]!).flatMap(fromReadFilesPiece))).toEqual({
+      error: "AgentError: ReadFiles piece of file 1 has both a trailer and an error",
+    });
   });
 });

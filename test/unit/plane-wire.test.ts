@@ -4,7 +4,7 @@ import { Metadata, status, type ServiceError } from "@grpc/grpc-js";
 import { describe, expect, it } from "vitest";
 import { DigestAlgorithm, FileType, InstanceFileSchema } from "../../gen/livemigration/v1/common_pb.js";
 import { GetMigrationStatusResponseSchema, MigrationState } from "../../gen/livemigration/v1/live_migration_pb.js";
-import { DigestFilesResponseSchema, ReadFileResponseSchema } from "../../gen/livemigration/v1/peer_pb.js";
+import { DigestFilesResponseSchema, ReadFileResponseSchema, ReadFilesPieceSchema, ReadFilesResponseSchema } from "../../gen/livemigration/v1/peer_pb.js";
 import { AgentError, type ErrorCode } from "../../src/errors.js";
 import type { FileEntry } from "../../src/migration/types.js";
 import {
@@ -22,6 +22,8 @@ import {
   toInstanceFile,
   toReadFileData,
   toReadFileRequest,
+  toReadFilesPiece,
+  toReadFilesResponse,
   toReadFileTrailer,
   toServerError,
 } from "../../src/plane/wire.js";
@@ -120,6 +122,29 @@ describe("message conversions", () => {
     const trailer = { xxh64: "ef46db3751d8e999", size: 0, lastModifiedTime: 1_700_000_000_001 };
     expect(fromReadFileResponse(toReadFileTrailer(trailer))).toEqual({ trailer });
     expect(() => fromReadFileResponse(create(ReadFileResponseSchema))).toThrow(/neither|without data/);
+  });
+
+  it("builds transfer messages as plain objects equal to create()'s", () => {
+    const data = new Uint8Array([1, 2, 3]);
+    const trailer = { xxh64: "ef46db3751d8e999", size: 3, lastModifiedTime: 1_700_000_000_001 };
+    const trailerInit = { xxh64: trailer.xxh64, size: 3n, lastModifiedTime: 1_700_000_000_001n };
+    expect(toReadFileData(data)).toStrictEqual(create(ReadFileResponseSchema, { payload: { case: "data", value: data } }));
+    expect(toReadFileTrailer(trailer)).toStrictEqual(create(ReadFileResponseSchema, { payload: { case: "trailer", value: trailerInit } }));
+    const normalize = (piece: object | undefined) => JSON.parse(JSON.stringify(piece, (_, v: unknown) => (typeof v === "bigint" ? `${v}n` : v)));
+    const cases = [
+      [toReadFilesPiece(4, toReadFileData(data)), create(ReadFilesPieceSchema, { index: 4, data })],
+      [toReadFilesPiece(5, toReadFileTrailer(trailer)), create(ReadFilesPieceSchema, { index: 5, trailer: trailerInit })],
+      [toReadFilesPiece(6, new AgentError("NotFound", "gone")), create(ReadFilesPieceSchema, { index: 6, error: { code: status.NOT_FOUND, message: "gone" } })],
+    ] as const;
+    for (const [built, created] of cases) {
+      expect(normalize(built)).toEqual(normalize(created));
+      expect(toBinary(ReadFilesPieceSchema, built!)).toEqual(toBinary(ReadFilesPieceSchema, created));
+    }
+    const joined = toReadFilesPiece(4, toReadFileData(data))!;
+    expect(toReadFilesPiece(4, toReadFileTrailer(trailer), joined)).toBeUndefined();
+    expect(normalize(toReadFilesResponse([joined]))).toEqual(
+      normalize(create(ReadFilesResponseSchema, { pieces: [{ index: 4, data, trailer: trailerInit }] })),
+    );
   });
 
   it("maps digest algorithms both ways and refuses an unspecified one", () => {
