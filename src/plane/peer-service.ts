@@ -20,7 +20,7 @@ import {
 } from "../../gen/livemigration/v1/peer_pb.js";
 import { createHasher, digestFile, digestOpenFileSync, type Hasher, SYNC_DIGEST_MAX_BYTES } from "../digest/digest.js";
 import { AgentError, throwIfAborted } from "../errors.js";
-import { listRoots, toFileEntry } from "../fs/list.js";
+import { walkRoots } from "../fs/list.js";
 import { mtimeMsOf } from "../fs/mtime.js";
 import { openReadableFileSync, type ReadableFile, type RealDirCache, resolveFileUrl, resolveReadableFile } from "../fs/safe-path.js";
 import { SyncBudget } from "../fs/sync-budget.js";
@@ -89,10 +89,10 @@ export function createPeerService(options: PeerServiceOptions): ServiceImpl<type
   return {
     async *listFiles(_request, ctx): AsyncGenerator<MessageInitShape<typeof PeerServiceListFilesResponseSchema>> {
       const instance = await sourceOf(ctx);
-      const { entries } = await listRoots(instance.roots, instance.exclusions);
-      for (let i = 0; i < entries.length; i += LIST_BATCH_ENTRIES) {
+      // Each batch goes out as soon as the walk has found it.
+      for await (const batch of walkRoots(instance.roots, instance.exclusions, LIST_BATCH_ENTRIES)) {
         throwIfAborted(ctx.signal);
-        yield { files: entries.slice(i, i + LIST_BATCH_ENTRIES).map((e) => toInstanceFile(toFileEntry(e))) };
+        yield { files: batch.map(toInstanceFile) };
       }
     },
 

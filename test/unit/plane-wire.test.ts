@@ -124,7 +124,7 @@ describe("message conversions", () => {
     expect(() => fromReadFileResponse(create(ReadFileResponseSchema))).toThrow(/neither|without data/);
   });
 
-  it("builds transfer messages as plain objects equal to create()'s", () => {
+  it("builds listing entries and transfer messages as plain objects equal to create()'s", () => {
     const data = new Uint8Array([1, 2, 3]);
     const trailer = { xxh64: "ef46db3751d8e999", size: 3, lastModifiedTime: 1_700_000_000_001 };
     const trailerInit = { xxh64: trailer.xxh64, size: 3n, lastModifiedTime: 1_700_000_000_001n };
@@ -140,6 +140,10 @@ describe("message conversions", () => {
       expect(normalize(built)).toEqual(normalize(created));
       expect(toBinary(ReadFilesPieceSchema, built!)).toEqual(toBinary(ReadFilesPieceSchema, created));
     }
+    const entry: FileEntry = { fileUrl: "/api/v1/live-migration/files/data/0/ks", size: -1, fileType: "DIRECTORY", lastModifiedTime: 1_700_000_000_000 };
+    expect(toInstanceFile(entry)).toStrictEqual(
+      create(InstanceFileSchema, { fileUrl: entry.fileUrl, size: -1n, fileType: FileType.DIRECTORY, lastModifiedTime: 1_700_000_000_000n }),
+    );
     const joined = toReadFilesPiece(4, toReadFileData(data))!;
     expect(toReadFilesPiece(4, toReadFileTrailer(trailer), joined)).toBeUndefined();
     expect(normalize(toReadFilesResponse([joined]))).toEqual(

@@ -121,11 +121,16 @@ describe("cleaning decisions", () => {
 
   it("deletes directories absent at the source with their subtree, once", async () => {
     const { instance, data0, dir } = await setup();
-    await writeTree(data0, { "dropped/t/a": "x", "dropped/t/b": "y", "kept/": null });
+    await writeTree(data0, { "dropped/t/a": "x", "dropped/t/b": "y", "dropped2/c": "z", "kept/": null, "kept/d": "w" });
     const { result } = await plan(instance, [dir("kept")]);
-    expect(result.deletions.map((d) => [path.relative(data0, d.absPath), d.kind])).toEqual([["dropped", "DIRECTORY"]]);
+    expect(result.deletions.map((d) => [path.relative(data0, d.absPath), d.kind])).toEqual([
+      ["dropped", "DIRECTORY"],
+      ["dropped2", "DIRECTORY"],
+      ["kept/d", "FILE"],
+    ]);
     await applyCleaning(instance.roots, result.deletions);
     expect(await readdir(data0)).toEqual(["kept"]);
+    expect(await readdir(path.join(data0, "kept"))).toEqual([]);
   });
 
   it("repairs a type swap in both directions", async () => {
