@@ -26,7 +26,7 @@ import {
 } from "../../gen/livemigration/v1/peer_pb.js";
 import type { DigestResult } from "../migration/peer.js";
 import type { FileEntry } from "../migration/types.js";
-import { fromFileDigest, fromInstanceFile, type ReadFilesPieceFields } from "./wire.js";
+import { EMPTY_BYTES, fromFileDigest, fromInstanceFile, type ReadFilesPieceFields } from "./wire.js";
 
 // ---------------------------------------------------------------------------------------------
 // ReadFile chunks
@@ -149,9 +149,19 @@ function writeInt64(out: Buffer, at: number, value: bigint): number {
   return at;
 }
 
+/** Whether a message carries fields unknown to this schema (the encoders leave those to toBinary). */
+function hasUnknownFields(message: { readonly $unknown?: readonly unknown[] | undefined }): boolean {
+  return message.$unknown !== undefined && message.$unknown.length > 0;
+}
+
+/** Bytes of a length-delimited field with a one-byte tag: tag, length varint, `bodyBytes`. */
+function delimitedLength(bodyBytes: number): number {
+  return 1 + varintLength(bodyBytes) + bodyBytes;
+}
+
 /** Bytes of a string field (tag, length, UTF-8), 0 for the empty string, which toBinary leaves out. */
 function stringFieldLength(utf8Bytes: number): number {
-  return utf8Bytes > 0 ? 1 + varintLength(utf8Bytes) + utf8Bytes : 0;
+  return utf8Bytes > 0 ? delimitedLength(utf8Bytes) : 0;
 }
 
 function writeStringField(out: Buffer, at: number, tag: number, value: string, utf8Bytes: number): number {
@@ -177,16 +187,16 @@ function instanceFileLength(file: InstanceFile, urlBytes: number): number {
  */
 export function encodeListFilesResponse(message: PeerServiceListFilesResponse): Buffer | undefined {
   const { files } = message;
-  if (message.$unknown !== undefined && message.$unknown.length > 0) return undefined;
+  if (hasUnknownFields(message)) return undefined;
   const urlBytes = new Array<number>(files.length);
   const bodyBytes = new Array<number>(files.length);
   let total = 0;
   for (let i = 0; i < files.length; i++) {
     const file = files[i]!;
-    if ((file.$unknown !== undefined && file.$unknown.length > 0) || file.fileType < 0) return undefined;
+    if (hasUnknownFields(file) || file.fileType < 0) return undefined;
     urlBytes[i] = Buffer.byteLength(file.fileUrl);
     bodyBytes[i] = instanceFileLength(file, urlBytes[i]!);
-    total += 1 + varintLength(bodyBytes[i]!) + bodyBytes[i]!;
+    total += delimitedLength(bodyBytes[i]!);
   }
   const out = Buffer.allocUnsafe(total);
   let at = 0;
@@ -338,15 +348,6 @@ const READ_ERROR_CODE_TAG = 1 << 3;
 const READ_ERROR_MESSAGE_TAG = (2 << 3) | 2;
 /** Sizes kept per piece between the two passes of the encoder. */
 const PIECE_SIZES = 5;
-
-function hasUnknownFields(message: { readonly $unknown?: readonly unknown[] | undefined }): boolean {
-  return message.$unknown !== undefined && message.$unknown.length > 0;
-}
-
-/** Bytes of a length-delimited field (tag, length, body) around a body of `bodyBytes`. */
-function delimitedLength(bodyBytes: number): number {
-  return 1 + varintLength(bodyBytes) + bodyBytes;
-}
 
 /**
  * The wire bytes of a ReadFiles response, identical to toBinary's; undefined (encode it with
@@ -503,8 +504,6 @@ function decodeCanonicalPieces(bytes: Uint8Array): ReadFilesPieceFields[] | unde
   return pieces;
 }
 
-const EMPTY_BYTES = new Uint8Array(0);
-
 // ---------------------------------------------------------------------------------------------
 // Digests
 
@@ -528,11 +527,11 @@ const MAX_CONCURRENCY_TAG = 3 << 3;
  */
 export function encodeDigestFilesRequest(message: DigestFilesRequest): Buffer | undefined {
   const { algorithm, fileUrls, maxConcurrency } = message;
-  if ((message.$unknown !== undefined && message.$unknown.length > 0) || algorithm < 0 || maxConcurrency < 0) return undefined;
+  if (hasUnknownFields(message) || algorithm < 0 || maxConcurrency < 0) return undefined;
   const urlBytes = fileUrls.map((url) => Buffer.byteLength(url));
   let total = (algorithm !== 0 ? 1 + varintLength(algorithm) : 0) + (maxConcurrency !== 0 ? 1 + varintLength(maxConcurrency) : 0);
   // Every element of a repeated string is written, the empty string included.
-  for (const bytes of urlBytes) total += 1 + varintLength(bytes) + bytes;
+  for (const bytes of urlBytes) total += delimitedLength(bytes);
   const out = Buffer.allocUnsafe(total);
   let at = 0;
   if (algorithm !== 0) {
@@ -565,19 +564,19 @@ const DIGESTS_TAG = (1 << 3) | 2;
  */
 export function encodeDigestFilesResponse(message: DigestFilesResponse): Buffer | undefined {
   const { digests } = message;
-  if (message.$unknown !== undefined && message.$unknown.length > 0) return undefined;
+  if (hasUnknownFields(message)) return undefined;
   /** Per result: UTF-8 bytes of file_url, digest and error_message, then the body length. */
   const sizes = new Array<number>(digests.length * 4);
   let total = 0;
   for (let i = 0; i < digests.length; i++) {
     const d = digests[i]!;
-    if ((d.$unknown !== undefined && d.$unknown.length > 0) || d.errorCode < 0) return undefined;
+    if (hasUnknownFields(d) || d.errorCode < 0) return undefined;
     const url = (sizes[4 * i] = Buffer.byteLength(d.fileUrl));
     const digest = (sizes[4 * i + 1] = Buffer.byteLength(d.digest));
     const error = (sizes[4 * i + 2] = Buffer.byteLength(d.errorMessage));
     const body = (sizes[4 * i + 3] =
       stringFieldLength(url) + stringFieldLength(digest) + (d.errorCode !== 0 ? 1 + varintLength(d.errorCode) : 0) + stringFieldLength(error));
-    total += 1 + varintLength(body) + body;
+    total += delimitedLength(body);
   }
   const out = Buffer.allocUnsafe(total);
   let at = 0;

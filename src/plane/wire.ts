@@ -148,7 +148,7 @@ export function fromReadFileResponse(message: ReadFileResponse): ReadFileMessage
 export function toReadFilesPiece(index: number, message: ReadFileResponse | AgentError, previous?: ReadFilesPiece): ReadFilesPiece | undefined {
   if (message instanceof AgentError) {
     const error: ReadFilesError = { $typeName: ReadFilesErrorSchema.typeName, code: grpcStatusOf(message.code), message: message.message };
-    return readFilesPiece(index, NO_BYTES, undefined, error);
+    return readFilesPiece(index, EMPTY_BYTES, undefined, error);
   }
   switch (message.payload.case) {
     case "data":
@@ -158,13 +158,14 @@ export function toReadFilesPiece(index: number, message: ReadFileResponse | Agen
         previous.trailer = message.payload.value;
         return undefined;
       }
-      return readFilesPiece(index, NO_BYTES, message.payload.value, undefined);
+      return readFilesPiece(index, EMPTY_BYTES, message.payload.value, undefined);
     case undefined:
       throw new AgentError("Internal", "ReadFile message without data or trailer");
   }
 }
 
-const NO_BYTES = new Uint8Array(0);
+/** The `bytes` field's default (a piece without data). */
+export const EMPTY_BYTES = new Uint8Array(0);
 
 function readFilesPiece(index: number, data: Uint8Array, trailer: ReadFileTrailerMessage | undefined, error: ReadFilesError | undefined): ReadFilesPiece {
   return { $typeName: ReadFilesPieceSchema.typeName, index, data, trailer, error };
