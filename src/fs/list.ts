@@ -13,7 +13,7 @@ import { readdirSync, statSync } from "node:fs";
 import { readdir, stat } from "node:fs/promises";
 import path from "node:path";
 import { AgentError } from "../errors.js";
-import { fileUrlOf, type MigrationRoot } from "../instance/directories.js";
+import { childFileUrl, type MigrationRoot, rootFileUrl } from "../instance/directories.js";
 import type { FileEntry } from "../migration/types.js";
 import type { Exclusions } from "./exclude.js";
 import { mtimeMsOf } from "./mtime.js";
@@ -82,7 +82,7 @@ export async function* walkRoots(
       if (vanished(err)) continue;
       throw new AgentError("Internal", `cannot read ${base}: ${(err as Error).message}`, { cause: err });
     }
-    const walk = async function* (absDir: string, relDir: string): AsyncGenerator<LocalEntry[]> {
+    const walk = async function* (absDir: string, relDir: string, dirUrl: string): AsyncGenerator<LocalEntry[]> {
       let names;
       try {
         names = await budget.run(
@@ -121,7 +121,7 @@ export async function* walkRoots(
               root,
               relPath,
               absPath,
-              fileUrl: fileUrlOf(root, relPath),
+              fileUrl: childFileUrl(dirUrl, dirent.name),
               size: isDir ? -1 : Number(st.size),
               fileType: isDir ? "DIRECTORY" : "FILE",
               lastModifiedTime: mtimeMsOf(st),
@@ -138,10 +138,10 @@ export async function* walkRoots(
           batch = [];
         }
         // Traverse real directories only, never a symlink to one.
-        if (entry.fileType === "DIRECTORY" && names[k]!.isDirectory()) yield* walk(entry.absPath, entry.relPath);
+        if (entry.fileType === "DIRECTORY" && names[k]!.isDirectory()) yield* walk(entry.absPath, entry.relPath, entry.fileUrl);
       }
     };
-    yield* walk(base, "");
+    yield* walk(base, "", rootFileUrl(root));
   }
   if (batch.length > 0) yield batch;
 }

@@ -1,0 +1,49 @@
+/**
+ * The listing walk (src/fs/list.ts): file URLs built one segment at a time must be fileUrlOf's,
+ * and the batches of walkRoots must be listRoots's entries, in the same order.
+ */
+import { rm } from "node:fs/promises";
+import { afterAll, describe, expect, it } from "vitest";
+import { listRoots, walkRoots } from "../../src/fs/list.js";
+import { fileUrlOf } from "../../src/instance/directories.js";
+import { instanceConfig, makeInstance, tempDir, writeTree } from "./data-copy/fakes.js";
+
+const dirs: string[] = [];
+afterAll(async () => {
+  await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
+});
+
+async function oddTree() {
+  const base = await tempDir("lm-list-");
+  dirs.push(base);
+  await writeTree(base, {
+    "data0/ks/caf\u00e9 x/x!'()*y%.db": "1",
+    "data0/ks/caf\u00e9 x/plain-Data.db": "22",
+    "data0/ks/t~1.2_a/nb-1-big-TOC.txt": "333",
+    "data0/ks/t~1.2_a/sub dir/": null,
+    "data1/\u{1F600}/f": "4",
+    "hints/1-2.hints": "55",
+  });
+  return makeInstance(instanceConfig(base));
+}
+
+describe("listing walk", () => {
+  it("builds each file URL from its parent's, exactly as fileUrlOf encodes the whole path", async () => {
+    const instance = await oddTree();
+    const { entries } = await listRoots(instance.roots, instance.exclusions);
+    expect(entries.length).toBe(10); // 7 under data0, 2 under data1, 1 under hints
+    for (const e of entries) expect(e.fileUrl).toBe(fileUrlOf(e.root, e.relPath));
+    expect(entries.map((e) => e.fileUrl)).toContain("/api/v1/live-migration/files/data/0/ks/caf%C3%A9%20x/x%21%27%28%29%2Ay%25.db");
+    expect(entries.map((e) => e.fileUrl)).toContain("/api/v1/live-migration/files/data/0/ks/t~1.2_a/sub%20dir");
+    expect(entries.map((e) => e.fileUrl)).toContain("/api/v1/live-migration/files/data/1/%F0%9F%98%80/f");
+  });
+
+  it("yields listRoots's entries in the same order, in batches of at most the size asked", async () => {
+    const instance = await oddTree();
+    const { entries } = await listRoots(instance.roots, instance.exclusions);
+    const batches = [];
+    for await (const batch of walkRoots(instance.roots, instance.exclusions, 4)) batches.push(batch);
+    expect(batches.map((b) => b.length)).toEqual([4, 4, 2]);
+    expect(batches.flat().map((e) => e.absPath)).toEqual(entries.map((e) => e.absPath));
+  });
+});
