@@ -9,7 +9,7 @@
  * - A path that vanishes during the walk (compaction on a live source) is left out instead of
  *   failing the listing. Other IO errors reject with an AgentError.
  */
-import { readdirSync, statSync } from "node:fs";
+import { readdirSync, statSync, type BigIntStats, type Dirent } from "node:fs";
 import { readdir, stat } from "node:fs/promises";
 import path from "node:path";
 import { AgentError } from "../errors.js";
@@ -70,10 +70,10 @@ export async function* walkRoots(
   exclusions: Exclusions,
   batchEntries: number,
   tempFiles: string[] = [],
+  // Synchronous readdir/stat while the metadata is cached (sync-budget.ts); tests pass their own.
+  budget: SyncBudget = new SyncBudget(),
 ): AsyncGenerator<LocalEntry[]> {
   let batch: LocalEntry[] = [];
-  // Synchronous readdir/stat while the metadata is cached (sync-budget.ts).
-  const budget = new SyncBudget();
   for (const root of roots) {
     const base = root.path;
     try {
@@ -94,40 +94,64 @@ export async function* walkRoots(
         throw new AgentError("Internal", `cannot list ${absDir}: ${(err as Error).message}`, { cause: err });
       }
       names.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+      // absDir is normalized (roots are path.resolve'd) and a name has no slash: no path.join.
+      const prefix = absDir === path.sep ? absDir : absDir + path.sep;
       const found: (LocalEntry | undefined)[] = new Array(names.length);
-      for (let i = 0; i < names.length; i += STAT_PARALLELISM) {
+      const entryOf = (dirent: Dirent, absPath: string, st: BigIntStats): LocalEntry | undefined => {
+        const isDir = st.isDirectory();
+        if (!isDir && !st.isFile()) return undefined; // sockets, fifos, dangling links
+        if (isDir ? exclusions.isDirExcluded(root, absPath) : exclusions.isFileExcluded(root, absPath)) return undefined;
+        return {
+          root,
+          relPath: relDir === "" ? dirent.name : `${relDir}/${dirent.name}`,
+          absPath,
+          fileUrl: childFileUrl(dirUrl, dirent.name),
+          size: isDir ? -1 : Number(st.size),
+          fileType: isDir ? "DIRECTORY" : "FILE",
+          lastModifiedTime: mtimeMsOf(st),
+        };
+      };
+      const statFailed = (absPath: string, err: unknown): undefined => {
+        if (vanished(err)) return undefined;
+        throw new AgentError("Internal", `cannot stat ${absPath}: ${(err as Error).message}`, { cause: err });
+      };
+      for (let i = 0; i < names.length; ) {
+        if (budget.fast) {
+          // One entry at a time, with no promise per entry: a listing stats every path.
+          const dirent = names[i]!;
+          const absPath = prefix + dirent.name;
+          if (dirent.isFile() && isTempName(dirent.name)) {
+            tempFiles.push(absPath);
+          } else {
+            const started = performance.now();
+            let st: BigIntStats | undefined;
+            try {
+              st = statSync(absPath, { bigint: true });
+            } catch (err) {
+              statFailed(absPath, err);
+            }
+            const turn = budget.charge(started);
+            if (turn) await turn;
+            if (st) found[i] = entryOf(dirent, absPath, st);
+          }
+          i++;
+          continue;
+        }
+        // Slow metadata: STAT_PARALLELISM stats at once through the thread pool.
+        const slice = names.slice(i, i + STAT_PARALLELISM);
+        const first = i;
         await Promise.all(
-          names.slice(i, i + STAT_PARALLELISM).map(async (dirent, j) => {
-            const absPath = path.join(absDir, dirent.name);
+          slice.map(async (dirent, j) => {
+            const absPath = prefix + dirent.name;
             if (dirent.isFile() && isTempName(dirent.name)) {
               tempFiles.push(absPath);
               return;
             }
-            let st;
-            try {
-              st = await budget.run(
-                () => statSync(absPath, { bigint: true }),
-                () => stat(absPath, { bigint: true }),
-              );
-            } catch (err) {
-              if (vanished(err)) return;
-              throw new AgentError("Internal", `cannot stat ${absPath}: ${(err as Error).message}`, { cause: err });
-            }
-            const isDir = st.isDirectory();
-            if (!isDir && !st.isFile()) return; // sockets, fifos, dangling links
-            if (isDir ? exclusions.isDirExcluded(root, absPath) : exclusions.isFileExcluded(root, absPath)) return;
-            const relPath = relDir === "" ? dirent.name : `${relDir}/${dirent.name}`;
-            found[i + j] = {
-              root,
-              relPath,
-              absPath,
-              fileUrl: childFileUrl(dirUrl, dirent.name),
-              size: isDir ? -1 : Number(st.size),
-              fileType: isDir ? "DIRECTORY" : "FILE",
-              lastModifiedTime: mtimeMsOf(st),
-            };
+            const st = await stat(absPath, { bigint: true }).catch((err: unknown) => statFailed(absPath, err));
+            if (st) found[first + j] = entryOf(dirent, absPath, st);
           }),
         );
+        i += slice.length;
       }
       for (let k = 0; k < names.length; k++) {
         const entry = found[k];

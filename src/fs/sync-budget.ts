@@ -70,23 +70,30 @@ export class SyncBudget {
 
   /**
    * Runs `syncCall` synchronously while the budget is fast, else `asyncCall`. Either way the
-   * result (or error) comes back as a promise, so callers have one code path.
+   * result (or error) comes back as a promise, so callers have one code path. Small-file work
+   * makes this call tens of thousands of times per pass: it allocates one promise per call, and
+   * a second only when the event loop's turn is due.
    */
-  async run<T>(syncCall: () => T, asyncCall: () => Promise<T>): Promise<T> {
+  run<T>(syncCall: () => T, asyncCall: () => Promise<T>): Promise<T> {
     if (!this.fast) return asyncCall();
     const started = performance.now();
+    let result: T;
     try {
-      return syncCall();
-    } finally {
-      await this.charge(started);
+      result = syncCall();
+    } catch (err) {
+      const turn = this.charge(started);
+      return turn ? turn.then(() => Promise.reject(err as Error)) : Promise.reject(err as Error);
     }
+    const turn = this.charge(started);
+    return turn ? turn.then(() => result) : Promise.resolve(result);
   }
 
   /**
-   * Accounts for synchronous work started at `started` (performance.now()) while `fast`; may
-   * give the event loop a turn.
+   * Accounts for synchronous work started at `started` (performance.now()) while `fast`.
+   * Returns a promise to await when the event loop's turn is due, else undefined (awaiting
+   * undefined is fine too).
    */
-  async charge(started: number): Promise<void> {
+  charge(started: number): Promise<void> | undefined {
     const now = performance.now();
     if (now - started > SLOW_CALL_MS) this.slowCalls++;
     if (++this.windowCalls >= WINDOW_CALLS) {
@@ -99,8 +106,9 @@ export class SyncBudget {
       this.windowCalls = 0;
       this.slowCalls = 0;
     }
-    if (now - this.sliceStart < SLICE_MS) return;
-    await yieldToEventLoop();
-    this.sliceStart = performance.now();
+    if (now - this.sliceStart < SLICE_MS) return undefined;
+    return yieldToEventLoop().then(() => {
+      this.sliceStart = performance.now();
+    });
   }
 }

@@ -4,21 +4,25 @@
  * half-written file ever carries a real SSTable name. Cassandra never creates such names, so
  * listings skip them everywhere.
  */
-import path from "node:path";
-
 const PREFIX = ".lm-sidecar.";
 const SUFFIX = ".partial";
 
+/**
+ * The temp path of a file's download. `targetPath` is a normalized file path (no trailing or
+ * doubled slash), as every caller has; plain string work, because a small-tree pass asks for
+ * tens of thousands of them and path.join re-normalizes the whole path each time.
+ */
 export function tempPathFor(targetPath: string): string {
-  return path.join(path.dirname(targetPath), `${PREFIX}${path.basename(targetPath)}${SUFFIX}`);
+  const slash = targetPath.lastIndexOf("/");
+  return `${targetPath.slice(0, slash + 1)}${PREFIX}${targetPath.slice(slash + 1)}${SUFFIX}`;
 }
 
 export function isTempName(name: string): boolean {
   return name.startsWith(PREFIX) && name.endsWith(SUFFIX);
 }
 
-/** The target path a temp path stands for. */
+/** The target path a temp path (from tempPathFor) stands for. */
 export function targetPathOf(tempPath: string): string {
-  const name = path.basename(tempPath);
-  return path.join(path.dirname(tempPath), name.slice(PREFIX.length, name.length - SUFFIX.length));
+  const slash = tempPath.lastIndexOf("/");
+  return `${tempPath.slice(0, slash + 1)}${tempPath.slice(slash + 1 + PREFIX.length, tempPath.length - SUFFIX.length)}`;
 }

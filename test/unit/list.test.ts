@@ -1,10 +1,12 @@
 /**
  * The listing walk (src/fs/list.ts): file URLs built one segment at a time must be fileUrlOf's,
- * and the batches of walkRoots must be listRoots's entries, in the same order.
+ * the batches of walkRoots must be listRoots's entries, in the same order, and the walk through
+ * the thread pool (slow metadata) must find what the synchronous one finds.
  */
 import { rm } from "node:fs/promises";
 import { afterAll, describe, expect, it } from "vitest";
 import { listRoots, walkRoots } from "../../src/fs/list.js";
+import { SyncBudget } from "../../src/fs/sync-budget.js";
 import { fileUrlOf } from "../../src/instance/directories.js";
 import { instanceConfig, makeInstance, tempDir, writeTree } from "./data-copy/fakes.js";
 
@@ -23,6 +25,7 @@ async function oddTree() {
     "data0/ks/t~1.2_a/sub dir/": null,
     "data1/\u{1F600}/f": "4",
     "hints/1-2.hints": "55",
+    "hints/.lm-sidecar.1-3.hints.partial": "6",
   });
   return makeInstance(instanceConfig(base));
 }
@@ -45,5 +48,24 @@ describe("listing walk", () => {
     for await (const batch of walkRoots(instance.roots, instance.exclusions, 4)) batches.push(batch);
     expect(batches.map((b) => b.length)).toEqual([4, 4, 2]);
     expect(batches.flat().map((e) => e.absPath)).toEqual(entries.map((e) => e.absPath));
+  });
+
+  it("finds the same entries and temp files through the thread pool as with synchronous calls", async () => {
+    const instance = await oddTree();
+    const walk = async (budget: SyncBudget) => {
+      const tempFiles: string[] = [];
+      const entries = [];
+      for await (const batch of walkRoots(instance.roots, instance.exclusions, 1000, tempFiles, budget)) entries.push(...batch);
+      return { entries, tempFiles };
+    };
+    const alwaysAsync = new (class extends SyncBudget {
+      override get fast(): boolean {
+        return false;
+      }
+    })();
+    const synchronous = await walk(new SyncBudget());
+    expect(synchronous.entries).toHaveLength(10);
+    expect(synchronous.tempFiles).toEqual([expect.stringMatching(/hints\/\.lm-sidecar\.1-3\.hints\.partial$/)]);
+    expect(await walk(alwaysAsync)).toEqual(synchronous);
   });
 });
