@@ -33,6 +33,35 @@ const ODD_SEGMENT = /(^|\/)\.?(\/|$)/;
  * @throws AgentError InvalidArgument (400) or NotFound (404) with the Java Sidecar's messages.
  */
 export function resolveFileUrl(roots: readonly MigrationRoot[], fileUrl: string): ResolvedFileUrl {
+  return resolvePlainFileUrl(roots, fileUrl) ?? resolveAnyFileUrl(roots, fileUrl);
+}
+
+/**
+ * resolveFileUrl's common case, with no array or intermediate string per segment: a URL with
+ * nothing to decode (no `%`), a known directory type and index, and a path of plain names (no
+ * empty, `.` or `..` segment). Its result is then exactly resolveAnyFileUrl's; anything else,
+ * including every error, is left to resolveAnyFileUrl (undefined). Each pass maps every listed
+ * URL, and the source checks every file it sends.
+ */
+function resolvePlainFileUrl(roots: readonly MigrationRoot[], fileUrl: string): ResolvedFileUrl | undefined {
+  if (!fileUrl.startsWith(FILES_ROUTE_PREFIX) || fileUrl.includes("%") || fileUrl.includes("\0")) return undefined;
+  const typeStart = FILES_ROUTE_PREFIX.length;
+  const typeEnd = fileUrl.indexOf("/", typeStart);
+  const indexEnd = typeEnd < 0 ? -1 : fileUrl.indexOf("/", typeEnd + 1);
+  if (indexEnd < 0) return undefined;
+  const dirType = fileUrl.slice(typeStart, typeEnd);
+  const dirIndexRaw = fileUrl.slice(typeEnd + 1, indexEnd);
+  if (!/^\d{1,15}$/.test(dirIndexRaw)) return undefined;
+  const dirIndex = Number(dirIndexRaw);
+  const root = roots.find((r) => r.dirType === dirType && r.dirIndex === dirIndex);
+  const relPath = fileUrl.slice(indexEnd + 1);
+  if (!root || ODD_SEGMENT.test(relPath) || DOT_DOT.test(relPath)) return undefined;
+  const base = root.path;
+  return { root, relPath, absPath: base === path.sep ? base + relPath : base + path.sep + relPath };
+}
+
+/** resolveFileUrl for any URL: decodes, normalizes and checks segment by segment. */
+function resolveAnyFileUrl(roots: readonly MigrationRoot[], fileUrl: string): ResolvedFileUrl {
   if (!fileUrl.startsWith(FILES_ROUTE_PREFIX)) throw new AgentError("NotFound", `File url ${fileUrl} is unknown.`);
   const rest = fileUrl.slice(FILES_ROUTE_PREFIX.length);
   const [dirTypeRaw = "", dirIndexRaw = "", ...pathSegments] = rest.split("/");

@@ -142,7 +142,18 @@ describe("the path checker", () => {
     "ks%2F%2Ft-1",
     "ks%2F.%2Ft-1",
     "we%20ird%25name",
+    "...",
+    "ks/..t-1/t-1..",
+    "ks/t.1/.t..1",
   ];
+  it("reads the directory index as a number, and resolves the root itself without a path", () => {
+    const root = roots.find((r) => r.dirType === "data" && r.dirIndex === 0)!;
+    expect(resolveFileUrl(roots, `${P}/data/000/ks/x`)).toEqual({ root, relPath: "ks/x", absPath: path.join(root.path, "ks/x") });
+    expect(resolveFileUrl(roots, `${P}/data/0`)).toEqual({ root, relPath: "", absPath: root.path });
+    expect(failure(`${P}/data/1234567890123456/ks/x`)).toEqual({ code: "NotFound", message: `File url ${P}/data/1234567890123456/ks/x is unknown.` });
+    expect(failure(`${P}/data/12345678901234567890/ks/x`)).toEqual({ code: "InvalidArgument", message: "Invalid directoryIndex: 12345678901234567890" });
+  });
+
   for (const shape of shapes) {
     it(`resolves '${shape}' as the path module does`, () => {
       const root = roots.find((r) => r.dirType === "data" && r.dirIndex === 0)!;
