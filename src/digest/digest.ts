@@ -50,6 +50,11 @@ export function createHasher(algorithm: DigestAlgorithmName): Hasher {
   }
 }
 
+/** XXH64 of bytes held whole, encoded as createHasher("XXH64") would: one call instead of a hasher. */
+export function xxh64Of(data: Uint8Array): string {
+  return encodeXxh64(xx.h64Raw(data, 0n));
+}
+
 /**
  * A whole-file digest that reads into a buffer of its own: begin(), then read into `buffer` and
  * update(bytesRead) as often as needed, then digest(). For synchronous use only (one file at a

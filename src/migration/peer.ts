@@ -47,9 +47,12 @@ export interface SourcePeer {
   readFile(request: ReadFileRequest, signal?: AbortSignal): AsyncIterable<ReadFileMessage>;
   /**
    * Streams many whole files over one call, in request order: for each file its data messages
-   * then a trailer, or one error message. The stream itself fails only for the whole batch.
+   * then a trailer, or one error message. The messages come in groups, as they arrived (one
+   * wire message packs many small files), so that a batch of thousands of files costs an
+   * iteration step per group rather than per message. The stream itself fails only for the
+   * whole batch.
    */
-  readFiles(requests: readonly ReadFileRequest[], signal?: AbortSignal): AsyncIterable<BatchReadMessage>;
+  readFiles(requests: readonly ReadFileRequest[], signal?: AbortSignal): AsyncIterable<readonly BatchReadMessage[]>;
   /** Digests many files over one stream, results in completion order, one per requested URL. */
   digestFiles(
     algorithm: DigestAlgorithmName,

@@ -179,16 +179,18 @@ export function connectSourcePeer(options: SourcePeerOptions): SourcePeer {
       if (!trailerSeen) throw new AgentError("DataLoss", `ReadFile of ${request.fileUrl} ended without a trailer`);
     },
 
-    async *readFiles(requests: readonly ReadFileRequest[], signal?: AbortSignal): AsyncGenerator<BatchReadMessage> {
+    async *readFiles(requests: readonly ReadFileRequest[], signal?: AbortSignal): AsyncGenerator<BatchReadMessage[]> {
       const client = clients[nextClient++ % clients.length]!;
       const request = create(ReadFilesRequestSchema, { files: requests.map(toReadFileRequest) });
       for await (const pieces of serverStream(client, METHODS.readFiles, request, signal)) {
+        const group: BatchReadMessage[] = [];
         for (const piece of pieces) {
           if (piece.index < 0 || piece.index >= requests.length) {
             throw new AgentError("DataLoss", `ReadFiles sent a piece of file ${piece.index} of ${requests.length}`);
           }
-          yield* fromReadFilesPiece(piece);
+          for (const message of fromReadFilesPiece(piece)) group.push(message);
         }
+        yield group;
       }
     },
 

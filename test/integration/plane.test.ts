@@ -395,10 +395,10 @@ describe("PeerService.ReadFile", () => {
 
 describe("PeerService.ReadFiles", () => {
   /** Every message of a ReadFiles stream, grouped per request index in arrival order. */
-  async function collectBatch(stream: AsyncIterable<BatchReadMessage>) {
+  async function collectBatch(stream: AsyncIterable<readonly BatchReadMessage[]>) {
     const order: number[] = [];
     const files = new Map<number, { data: Buffer[]; trailer?: ReadFileTrailer; error?: AgentError }>();
-    for await (const message of stream) {
+    for await (const group of stream) for (const message of group) {
       if (order.at(-1) !== message.index) order.push(message.index);
       const file = files.get(message.index) ?? { data: [] };
       files.set(message.index, file);

@@ -8,23 +8,25 @@
  *
  * The same guarantees as file-transfer.ts: a file is renamed into place only when complete,
  * checked against the source's hash and durable; durability comes per group of files instead
- * of one fsync per file. Writes of up to WRITES_IN_FLIGHT files overlap the stream; when they
- * lag, the stream waits (backpressure through the client window).
+ * of one fsync per file. Messages arrive in groups (one wire message packs many small files);
+ * while the SyncBudget allows, each file is written synchronously as its group is read, else
+ * through the thread pool, and once WRITES_IN_FLIGHT or more writes are pending after a group,
+ * the stream waits for one (backpressure through the client window).
  *
  * Anything the batch cannot settle — a stream that fails, a per-file error other than NotFound
  * or Aborted, a corrupted file, a local write error — is handed back in `retry`, and the caller
  * gives each such file to downloadFile, whose retries and resume policy then apply.
  */
-import { close, closeSync, futimes, futimesSync, open, openSync, rename, renameSync, write, writeSync } from "node:fs";
-import { rm } from "node:fs/promises";
+import { closeSync, futimesSync, openSync, rename, renameSync, writeSync } from "node:fs";
+import { open, rm } from "node:fs/promises";
 import { promisify } from "node:util";
 import path from "node:path";
-import { createHasher, type Hasher } from "../../digest/digest.js";
+import { createHasher, type Hasher, xxh64Of } from "../../digest/digest.js";
 import { AgentError, throwIfAborted } from "../../errors.js";
 import { syncFiles } from "../../fs/durable.js";
 import { exactSeconds } from "../../fs/mtime.js";
 import { tempPathFor } from "../../fs/temp-name.js";
-import type { BatchReadMessage } from "../peer.js";
+import type { BatchReadMessage, ReadFileTrailer } from "../peer.js";
 import { abortable, ensureDirectory, type FileOutcome, type TransferContext, type TransferProgress } from "./file-transfer.js";
 import type { SourceTarget } from "./plan.js";
 
@@ -34,10 +36,6 @@ export const BATCH_FILE_MAX_BYTES = 1 << 20;
 export const BATCH_MAX_FILES = 512;
 /** Bytes per ReadFiles call at most, so that one batch does not serialize a large share of the work. */
 export const BATCH_MAX_BYTES = 32 << 20;
-const openAsync = promisify(open);
-const writeAsync = promisify(write);
-const futimesAsync = promisify(futimes);
-const closeAsync = promisify(close);
 const renameAsync = promisify(rename);
 
 /** Written files made durable together (one syncFiles), then renamed. */
@@ -87,7 +85,7 @@ export function planBatches(
   return { singles, batches };
 }
 
-/** A file of the batch while its messages arrive. */
+/** A file of the batch whose data came in several messages, while they arrive. */
 interface Receiving {
   readonly chunks: Uint8Array[];
   bytes: number;
@@ -112,17 +110,37 @@ export async function downloadBatch(ctx: TransferContext, batch: readonly Source
     ctx.logger[level]({ file: target.entry.fileUrl, err: reason }, "batched transfer failed; retrying the file alone");
     retry.add(target);
   };
+  /** A file's last message has arrived: checks it against its trailer, then starts writing it. */
+  const complete = (target: SourceTarget, chunks: readonly Uint8Array[], bytes: number, digest: string, trailer: ReadFileTrailer) => {
+    if (trailer.size !== target.entry.size || trailer.lastModifiedTime !== target.entry.lastModifiedTime) {
+      settle(target, { kind: "changed", reason: `${target.entry.fileUrl} changed at the source during the transfer` });
+      return;
+    }
+    if (bytes !== target.entry.size || digest !== trailer.xxh64) {
+      // Corruption in transit is worth an operator's attention.
+      handBack(target, `XXH64 mismatch for ${target.entry.fileUrl}: received ${bytes} bytes hashing to ${digest}, source has ${trailer.xxh64}`, "warn");
+      return;
+    }
+    const write: Promise<void> = writeTemp(ctx, target, chunks).then(
+      () => void written.push(target),
+      (err: unknown) => {
+        if (!ctx.signal.aborted) handBack(target, AgentError.from(err).message, "warn");
+      },
+    );
+    writes.add(write);
+    void write.finally(() => writes.delete(write));
+  };
 
   const stream = ctx.peer.readFiles(
     batch.map((t) => ({ fileUrl: t.entry.fileUrl, offset: 0, expectedSize: t.entry.size, expectedLastModifiedTime: t.entry.lastModifiedTime })),
     ctx.signal,
   );
-  const messages = abortable(stream, ctx.signal);
+  const groups = abortable(stream, ctx.signal);
   try {
     for (;;) {
-      let next: IteratorResult<BatchReadMessage>;
+      let next: IteratorResult<readonly BatchReadMessage[]>;
       try {
-        next = await messages.next();
+        next = await groups.next();
       } catch (err) {
         if (ctx.signal.aborted) throw err;
         // The stream broke: whatever it did not settle is retried file by file.
@@ -130,57 +148,52 @@ export async function downloadBatch(ctx: TransferContext, batch: readonly Source
         break;
       }
       if (next.done) break;
-      const message = next.value;
-      const target = batch[message.index]!;
-      if (outcomes.has(target) || retry.has(target)) {
-        handBack(target, `ReadFiles sent more for ${target.entry.fileUrl} after it ended`, "warn");
-        continue;
-      }
-      if ("error" in message) {
-        receiving.delete(message.index);
-        const { error } = message;
-        if (error.code === "NotFound") settle(target, { kind: "vanished" });
-        else if (error.code === "Aborted") settle(target, { kind: "changed", reason: error.message });
-        else handBack(target, error.message);
-        continue;
-      }
-      let file = receiving.get(message.index);
-      if (!file) {
-        file = { chunks: [], bytes: 0, hasher: createHasher("XXH64") };
-        receiving.set(message.index, file);
-      }
-      if ("data" in message) {
-        file.bytes += message.data.byteLength;
-        if (file.bytes > target.entry.size) {
-          receiving.delete(message.index);
-          handBack(target, `source sent more than the listed ${target.entry.size} bytes of ${target.entry.fileUrl}`, "warn");
+      const group = next.value;
+      for (let m = 0; m < group.length; m++) {
+        const message = group[m]!;
+        const target = batch[message.index]!;
+        if (outcomes.has(target) || retry.has(target)) {
+          handBack(target, `ReadFiles sent more for ${target.entry.fileUrl} after it ended`, "warn");
           continue;
         }
-        file.chunks.push(message.data);
-        file.hasher.update(message.data);
-        progress.addTransferred(message.data.byteLength);
-        continue;
+        if ("error" in message) {
+          receiving.delete(message.index);
+          const { error } = message;
+          if (error.code === "NotFound") settle(target, { kind: "vanished" });
+          else if (error.code === "Aborted") settle(target, { kind: "changed", reason: error.message });
+          else handBack(target, error.message);
+          continue;
+        }
+        let file = receiving.get(message.index);
+        if ("data" in message) {
+          const { data } = message;
+          const after = group[m + 1];
+          if (!file && after?.index === message.index && "trailer" in after) {
+            // The usual case: the whole file in one message, its trailer right behind it.
+            m++;
+            progress.addTransferred(data.byteLength);
+            complete(target, [data], data.byteLength, xxh64Of(data), after.trailer);
+            continue;
+          }
+          if (!file) {
+            file = { chunks: [], bytes: 0, hasher: createHasher("XXH64") };
+            receiving.set(message.index, file);
+          }
+          file.bytes += data.byteLength;
+          if (file.bytes > target.entry.size) {
+            receiving.delete(message.index);
+            handBack(target, `source sent more than the listed ${target.entry.size} bytes of ${target.entry.fileUrl}`, "warn");
+            continue;
+          }
+          file.chunks.push(data);
+          file.hasher.update(data);
+          progress.addTransferred(data.byteLength);
+          continue;
+        }
+        receiving.delete(message.index);
+        if (file) complete(target, file.chunks, file.bytes, file.hasher.digest(), message.trailer);
+        else complete(target, [], 0, xxh64Of(EMPTY), message.trailer);
       }
-      receiving.delete(message.index);
-      const { trailer } = message;
-      if (trailer.size !== target.entry.size || trailer.lastModifiedTime !== target.entry.lastModifiedTime) {
-        settle(target, { kind: "changed", reason: `${target.entry.fileUrl} changed at the source during the transfer` });
-        continue;
-      }
-      const digest = file.hasher.digest();
-      if (file.bytes !== target.entry.size || digest !== trailer.xxh64) {
-        // Corruption in transit is worth an operator's attention.
-        handBack(target, `XXH64 mismatch for ${target.entry.fileUrl}: received ${file.bytes} bytes hashing to ${digest}, source has ${trailer.xxh64}`, "warn");
-        continue;
-      }
-      const write: Promise<void> = writeTemp(ctx, target, file.chunks).then(
-        () => void written.push(target),
-        (err: unknown) => {
-          if (!ctx.signal.aborted) handBack(target, AgentError.from(err).message, "warn");
-        },
-      );
-      writes.add(write);
-      void write.finally(() => writes.delete(write));
       if (writes.size >= WRITES_IN_FLIGHT) await Promise.race(writes);
       if (written.length >= SYNC_GROUP_FILES) {
         const group = written;
@@ -189,7 +202,7 @@ export async function downloadBatch(ctx: TransferContext, batch: readonly Source
       }
     }
   } finally {
-    messages.close();
+    groups.close();
     await Promise.all(writes);
     if (ctx.signal.aborted) {
       // Cancelled before they were durable, so never renamed: the temp files go.
@@ -205,6 +218,8 @@ export async function downloadBatch(ctx: TransferContext, batch: readonly Source
   }
   return { outcomes, retry: batch.filter((t) => retry.has(t)) };
 }
+
+const EMPTY = new Uint8Array(0);
 
 /**
  * Makes a group of written temp files durable at once, then renames each into place (settled
@@ -243,55 +258,53 @@ async function putInPlace(
 
 /**
  * Writes a checked file under its temp name and gives it the source mtime; putInPlace makes it
- * durable and renames it. Every call runs synchronously while ctx.budget allows (page-cache
- * writes of small files).
+ * durable and renames it. The whole file (create, write, mtime, close) is one synchronous call
+ * while ctx.budget allows: a page-cache write of a small file, judged slow or not as a whole.
  */
 async function writeTemp(ctx: TransferContext, target: SourceTarget, chunks: readonly Uint8Array[]): Promise<void> {
-  const { budget } = ctx;
-  await ensureDirectory(ctx, path.dirname(target.absPath));
+  const dir = path.dirname(target.absPath);
+  if (!ctx.knownDirs.has(dir)) await ensureDirectory(ctx, dir);
   const temp = tempPathFor(target.absPath);
+  const seconds = exactSeconds(target.entry.lastModifiedTime);
   try {
-    // "w" truncates a stale temp file: batched files are small enough never to be resumed.
-    const fd = await budget.run(
-      () => openSync(temp, "w", 0o644),
-      () => openAsync(temp, "w", 0o644),
+    await ctx.budget.run(
+      () => writeFileSyncWithTime(temp, chunks, seconds),
+      () => writeFileWithTime(temp, chunks, seconds),
     );
-    try {
-      let position = 0;
-      for (const chunk of chunks) {
-        const at = position;
-        await budget.run(
-          () => writeAllSync(fd, chunk, at),
-          () => writeAllAsync(fd, chunk, at),
-        );
-        position += chunk.byteLength;
-      }
-      const seconds = exactSeconds(target.entry.lastModifiedTime);
-      await budget.run(
-        () => futimesSync(fd, seconds, seconds),
-        () => futimesAsync(fd, seconds, seconds),
-      );
-    } finally {
-      await budget.run(
-        () => closeSync(fd),
-        () => closeAsync(fd),
-      );
-    }
   } catch (err) {
     await rm(temp, { force: true, recursive: true }).catch(() => undefined);
     throw err;
   }
 }
 
-function writeAllSync(fd: number, data: Uint8Array, position: number): void {
-  for (let written = 0; written < data.byteLength; ) {
-    written += writeSync(fd, data, written, data.byteLength - written, position + written);
+/** Creates or truncates `file` ("w": batched files are small enough never to be resumed), writes `chunks`, sets its times. */
+function writeFileSyncWithTime(file: string, chunks: readonly Uint8Array[], seconds: number): void {
+  const fd = openSync(file, "w", 0o644);
+  try {
+    let position = 0;
+    for (const chunk of chunks) {
+      for (let done = 0; done < chunk.byteLength; ) done += writeSync(fd, chunk, done, chunk.byteLength - done, position + done);
+      position += chunk.byteLength;
+    }
+    futimesSync(fd, seconds, seconds);
+  } finally {
+    closeSync(fd);
   }
 }
 
-async function writeAllAsync(fd: number, data: Uint8Array, position: number): Promise<void> {
-  for (let written = 0; written < data.byteLength; ) {
-    const { bytesWritten } = await writeAsync(fd, data, written, data.byteLength - written, position + written);
-    written += bytesWritten;
+/** writeFileSyncWithTime through the thread pool. */
+async function writeFileWithTime(file: string, chunks: readonly Uint8Array[], seconds: number): Promise<void> {
+  const handle = await open(file, "w", 0o644);
+  try {
+    let position = 0;
+    for (const chunk of chunks) {
+      for (let done = 0; done < chunk.byteLength; ) {
+        done += (await handle.write(chunk, done, chunk.byteLength - done, position + done)).bytesWritten;
+      }
+      position += chunk.byteLength;
+    }
+    await handle.utimes(seconds, seconds);
+  } finally {
+    await handle.close();
   }
 }

@@ -23,7 +23,7 @@ const SPEC: TreeSpec = Object.fromEntries(
   Array.from({ length: 12 }, (_, i) => [`data0/ks/t${i % 2}/nb-${i}-big-Data.db`, { size: 1024 + i * 5000, seed: i + 1 }]),
 );
 
-async function setup(spec: TreeSpec = SPEC) {
+async function setupPair(spec: TreeSpec = SPEC) {
   const pair = await makePair(spec);
   cleanups.push(pair.cleanup);
   const targets = [...mapSourceEntries(pair.dest.roots, await pair.peer.listFiles()).values()]
@@ -88,7 +88,20 @@ describe("planBatches", () => {
   });
 });
 
-describe("downloadBatch", () => {
+// The plane packs ~1 MiB of small files per message, each whole with its trailer; a file whose
+// data comes in several messages takes downloadBatch's other path.
+describe.each([
+  { groupFiles: 1, chunkSize: 64 * 1024, shape: "one file per message group, each in one data message" },
+  { groupFiles: 5, chunkSize: 64 * 1024, shape: "five files per message group, each in one data message" },
+  { groupFiles: 5, chunkSize: 16 * 1024, shape: "five files per message group, most in several data messages" },
+])("downloadBatch ($shape)", ({ groupFiles, chunkSize }) => {
+  const setup = async () => {
+    const s = await setupPair();
+    s.peer.groupFiles = groupFiles;
+    s.peer.chunkSize = chunkSize;
+    return s;
+  };
+
   it("puts every file in place over one ReadFiles call, exact in bytes and mtime", async () => {
     const s = await setup();
     const result = await downloadBatch(s.ctx, s.targets, s.status);

@@ -154,6 +154,8 @@ export class FakeSourcePeer implements SourcePeer {
   readFilesOpen = 0;
   maxReadFilesOpen = 0;
   readFilesCalls = 0;
+  /** Files per group of readFiles messages (the plane packs ~1 MiB of small files per message). */
+  groupFiles = 1;
   listCalls = 0;
   closed = 0;
   /** Errors thrown by the next listFiles calls. */
@@ -238,18 +240,29 @@ export class FakeSourcePeer implements SourcePeer {
   /**
    * ReadFiles as the plane serves it: each file's readFile messages in order; a per-file error
    * becomes that file's error message, a transport-like one (Unavailable, Cancelled) fails the stream.
+   * Messages are grouped `groupFiles` files at a time, as the plane packs small files.
    */
-  async *readFiles(requests: readonly ReadFileRequest[], signal?: AbortSignal): AsyncGenerator<BatchReadMessage> {
+  async *readFiles(requests: readonly ReadFileRequest[], signal?: AbortSignal): AsyncGenerator<BatchReadMessage[]> {
     this.readFilesCalls++;
+    let group: BatchReadMessage[] = [];
     for (const [index, request] of requests.entries()) {
       try {
-        for await (const message of this.readFileUncounted(request, signal)) yield { index, ...message };
+        for await (const message of this.readFileUncounted(request, signal)) group.push({ index, ...message });
       } catch (err) {
         const error = AgentError.from(err);
-        if (error.code === "Unavailable" || error.code === "Cancelled") throw error;
-        yield { index, error };
+        if (error.code === "Unavailable" || error.code === "Cancelled") {
+          // What the stream delivered before it broke still arrives.
+          if (group.length > 0) yield group;
+          throw error;
+        }
+        group.push({ index, error });
+      }
+      if ((index + 1) % this.groupFiles === 0) {
+        yield group;
+        group = [];
       }
     }
+    if (group.length > 0) yield group;
   }
 
   async *digestFiles(): AsyncGenerator<never> {

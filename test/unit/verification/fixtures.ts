@@ -197,7 +197,7 @@ export class FakeSourcePeer implements SourcePeer {
 
   constructor(private readonly instance: InstanceContext) {}
 
-  async *readFiles(): AsyncGenerator<never> {
+  async *readFiles(): AsyncGenerator<never[]> {
     throw new AgentError("Unimplemented", "not in the fake");
   }
 
