@@ -65,6 +65,21 @@ describe("startDelayProxy", () => {
     expect(answer).toBe(createHash("sha256").update(payload).digest("hex"));
   });
 
+  it("relays a bulk transfer from the target byte for byte through a ring smaller than the data", async () => {
+    const payload = randomBytes(8 * 1024 * 1024 + 321);
+    const port = await listen((s) => {
+      for (let off = 0; off < payload.length; off += 300_000) s.write(payload.subarray(off, off + 300_000));
+      s.end();
+    });
+    // A 256 KiB queue cap: the ring (cap + one read) wraps around many times, and reading pauses often.
+    const proxy = await proxyTo(port, 2, 256 * 1024);
+    const client = await connect(proxy.port);
+    const received: Buffer[] = [];
+    client.on("data", (c: Buffer) => received.push(c));
+    await new Promise<void>((r) => client.once("end", () => r()));
+    expect(Buffer.concat(received).equals(payload)).toBe(true);
+  });
+
   /**
    * Writes 64 MiB from the target towards the client through the proxy and returns how much of
    * it is still queued at the writer after 300 ms (or, with `untilBelowMiB`, as soon as the
@@ -98,6 +113,7 @@ describe("startDelayProxy", () => {
   });
 
   it("applies backpressure: a stalled reader stops the proxy from reading the writer", async () => {
-    expect(await writerBacklogMiB({ oneWayDelayMs: 1, maxQueueBytes: 2 ** 30, readerPaused: true })).toBeGreaterThan(32);
+    // Waits up to 2 s for the proxy to take the backlog: with the reader stalled it never does.
+    expect(await writerBacklogMiB({ oneWayDelayMs: 1, maxQueueBytes: 2 ** 30, readerPaused: true, untilBelowMiB: 32 })).toBeGreaterThan(32);
   });
 });
