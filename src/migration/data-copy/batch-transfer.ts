@@ -10,10 +10,12 @@
  * checked against the source's hash and durable; durability comes per batch instead of one
  * fsync per file. (A syncfs every 128 files cost the small benchmark tree ~140 `sync` processes
  * per copy, ~0.4 s of CPU in their start-up alone: copies with a fresh destination agent took
- * 5.37-5.73 s, 4.39-4.64 s with a warm source; with one per batch 5.16-5.24 and 4.23-4.51 s.) Messages arrive in groups (one wire message packs many small files);
- * while the SyncBudget allows, each file is written synchronously as its group is read, else
- * through the thread pool, and once WRITES_IN_FLIGHT or more writes are pending after a group,
- * the stream waits for one (backpressure through the client window).
+ * 5.37-5.73 s, 4.39-4.64 s with a warm source; with one per batch 5.16-5.24 and 4.23-4.51 s.)
+ *
+ * Messages arrive in groups (one wire message packs many small files); while the SyncBudget
+ * allows, each file is written synchronously as its group is read, else through the thread
+ * pool, and once WRITES_IN_FLIGHT or more writes are pending after a group, the stream waits
+ * for one (backpressure through the client window).
  *
  * Anything the batch cannot settle — a stream that fails, a per-file error other than NotFound
  * or Aborted, a corrupted file, a local write error — is handed back in `retry`, and the caller
