@@ -476,13 +476,28 @@ class Bench {
     return 120_000 + (this.migratedBytes / 2e6) * 1000; // never slower than 2 MB/s
   }
 
+  /**
+   * While delay proxies run (they live in this process), measures this process's CPU from now
+   * on: the proxies' relaying, plus the status polling. The returned function gives the fields
+   * to add to a RunRecord (none without proxies).
+   */
+  private proxyCpuMeter(): () => Pick<RunRecord, "proxyCpuSeconds"> {
+    if (this.proxies.length === 0) return () => ({});
+    const before = process.cpuUsage();
+    return () => {
+      const used = process.cpuUsage(before);
+      return { proxyCpuSeconds: (used.user + used.system) / 1e6 };
+    };
+  }
+
   /** Records one run of a shell-tool scenario; a failed check marks the run failed. */
   private async recordTool(s: ScenarioResult, run: number, measure: () => Promise<Measurement>, check?: () => Promise<string[]>): Promise<boolean> {
     log(`${s.id} run ${run}`);
     let rec: RunRecord;
     try {
+      const proxyCpu = this.proxyCpuMeter();
       const m = await measure();
-      rec = { run, seconds: m.seconds, ok: m.exitCode === 0, resources: { peakRssBytes: m.peakRssBytes, cpuSeconds: m.cpuSeconds } };
+      rec = { run, seconds: m.seconds, ok: m.exitCode === 0, resources: { peakRssBytes: m.peakRssBytes, cpuSeconds: m.cpuSeconds }, ...proxyCpu() };
       if (!rec.ok) rec.error = `exit ${m.exitCode}: ${m.stderrTail.trim().split("\n").slice(-3).join(" | ")}`;
       if (rec.ok && check) {
         const diffs = await check();
@@ -503,12 +518,13 @@ class Bench {
     let rec: RunRecord;
     try {
       await Promise.all(meters.map((m) => m.begin()));
+      const proxyCpu = this.proxyCpuMeter();
       const t0 = performance.now();
       const task = await op();
       if (opts.sync) syncDisks();
       const seconds = (performance.now() - t0) / 1000;
       const [source, destination] = await Promise.all(meters.map((m) => m.end()));
-      rec = { run, seconds, ok: true, agents: { source, destination }, detail: { task } };
+      rec = { run, seconds, ok: true, agents: { source, destination }, detail: { task }, ...proxyCpu() };
       if (opts.check) {
         const diffs = await opts.check();
         if (diffs.length > 0) Object.assign(rec, { ok: false, error: `destination differs from source: ${diffs.join("; ")}` });
