@@ -38,7 +38,11 @@ export const DIRECT_ALIGN = 4096;
  * of 12.5-13.0 s), for ~20 MB more peak RSS; 8 MiB was no better.
  */
 export const BLOCK_BYTES = 4 << 20;
-/** Blocks in the shared pool: two per file being written, for 8 files at once (LARGE_STREAMS_MAX is 4). */
+/**
+ * Blocks in the shared pool: two per file being written, for 8 files at once (one large file
+ * and the mid-sized ones beside it, download.ts); a writer that finds none free makes
+ * ordinary writes.
+ */
 const POOL_BLOCKS = 16;
 const WASM_PAGE_BYTES = 65536;
 

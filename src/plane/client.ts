@@ -28,7 +28,11 @@ import {
   toReadFileRequest,
 } from "./wire.js";
 
-/** HTTP/2 stream and connection receive window of the client (16 MiB ≥ 10 Gbit/s × 10 ms). */
+/**
+ * HTTP/2 stream and connection receive window of the client (16 MiB ≥ 10 Gbit/s × 10 ms).
+ * grpc-js sets both from one option, and Node acknowledges connection-level bytes on receipt:
+ * a stream whose reader is paused holds up to this much here (see LARGE_STREAMS_MAX).
+ */
 export const CLIENT_FLOW_CONTROL_WINDOW_BYTES = 16 * 1024 * 1024;
 /** Deadline of unary calls (GetMigrationStatus), in ms. Streams have none: keepalive detects dead peers. */
 export const UNARY_DEADLINE_MS = 30_000;

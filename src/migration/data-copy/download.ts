@@ -38,14 +38,28 @@ export interface DownloadSummary {
 const SOURCE_DOWN_CODES: ReadonlySet<string> = new Set(["Unavailable", "DeadlineExceeded"]);
 
 /**
- * Large files streamed at once, at most; each also takes one of the maxConcurrency slots, and
- * batches of small files use the rest. Every large stream keeps a few 1 MiB chunks in flight on
- * each side, and beyond four streams the extra buffers only made V8 promote and mark-compact
- * more: the 4 GiB benchmark copy took 15-20 s with 10 at once, 13-14 s with 4 (source CPU
- * 9-13 s -> 6 s, destination 14-16 s -> 10-11 s). Throughput over a long round trip is bound by
- * the connection's 16 MiB window (plane/client.ts), which four streams already fill.
+ * Large files streamed at once, at most, not counting their last LARGE_TAIL_BYTES; each also
+ * takes one of the maxConcurrency slots, and batches of small files use the rest.
+ *
+ * One is enough, and each more costs memory. The destination's disk is the bottleneck, so a
+ * large stream spends most of its time paused with its whole HTTP/2 stream window (16 MiB,
+ * plane/client.ts) buffered at the destination: Node acknowledges connection-level bytes as
+ * they arrive, so only the stream window bounds what a paused stream holds. Buffers that wait
+ * that long outlive V8's young generation and are freed only by the next mark-compact. Fresh
+ * agents, one copy of the 4 GiB benchmark tree each (destination peak RSS, wall, destination
+ * CPU): 4 streams 243-265 MB, 10.5-12.4 s, 8.0-9.1 s; 1 stream (tail 4 MiB) 179-187 MB,
+ * 9.7-10.1 s, 6.2-6.3 s. (Ten streams, earlier: 15-20 s.)
  */
-export const LARGE_STREAMS_MAX = 4;
+export const LARGE_STREAMS_MAX = 1;
+/**
+ * A large file gives up its large-stream place when at most this many of its bytes are left to
+ * receive (file-transfer.ts, nearEnd), and a file this small never takes one: the next file's
+ * request, round trip and setup then overlap the last bytes and the commit (fsync, rename) of
+ * the one before. Without this overlap one stream lost most of a second per 100 files behind
+ * a 10 ms round trip (13.3 s against 10.6 s on loopback); with it, 11.4-12.9 s against
+ * 9.6-10.5 s. Larger tails cost memory (8 MiB: 191-201 MB peak in the runs above).
+ */
+export const LARGE_TAIL_BYTES = 4 << 20;
 
 /** Runs the phase to the end (or until the signal aborts); every started transfer has stopped when it resolves. */
 export async function downloadShortlist(
@@ -122,10 +136,10 @@ export async function downloadShortlist(
           break;
       }
     };
-    const downloadAlone = async (t: SourceTarget) => {
+    const downloadAlone = async (t: SourceTarget, nearEnd?: () => void) => {
       if (phase.signal.aborted) return;
       try {
-        record(t, await downloadFile(phaseCtx, t, status));
+        record(t, await downloadFile(phaseCtx, t, status, nearEnd && { tailBytes: LARGE_TAIL_BYTES, reached: nearEnd }));
       } catch (err) {
         fail(t, err);
       }
@@ -145,7 +159,7 @@ export async function downloadShortlist(
     // Large files stream alone, largest first; small ones go in batches (batch-transfer.ts).
     const { singles, batches } = planBatches(files, maxConcurrency, ctx.resumeMinBytes);
     await runStreams(
-      singles.map((t) => () => downloadAlone(t)),
+      singles.map((t) => (nearEnd: () => void) => downloadAlone(t, nearEnd)),
       batches.map((batch) => () => downloadMany(batch)),
       maxConcurrency,
       Math.min(maxConcurrency, LARGE_STREAMS_MAX),
@@ -159,11 +173,18 @@ export async function downloadShortlist(
 
 /**
  * Runs every job, each one stream: at most `slots` at once, of which at most `largeSlots` from
- * `large`. A free slot goes to the next large job while a large slot is free, else to the next
- * small one, so large files start first and small batches fill the slots they leave. Jobs must
- * not reject (download failures are counted by the jobs themselves).
+ * `large` that have not yet called their `nearEnd`. A free slot goes to the next large job while
+ * a large slot is free, else to the next small one, so large files start first and small batches
+ * fill the slots they leave. A large job's `nearEnd` (any number of calls) frees its large slot
+ * early; its general slot stays taken until it settles. Jobs must not reject (download failures
+ * are counted by the jobs themselves).
  */
-function runStreams(large: readonly (() => Promise<void>)[], small: readonly (() => Promise<void>)[], slots: number, largeSlots: number): Promise<void> {
+function runStreams(
+  large: readonly ((nearEnd: () => void) => Promise<void>)[],
+  small: readonly (() => Promise<void>)[],
+  slots: number,
+  largeSlots: number,
+): Promise<void> {
   return new Promise((resolve) => {
     let running = 0;
     let runningLarge = 0;
@@ -173,15 +194,28 @@ function runStreams(large: readonly (() => Promise<void>)[], small: readonly (()
       while (running < slots) {
         const isLarge = nextLarge < large.length && runningLarge < largeSlots;
         if (!isLarge && nextSmall === small.length) break;
-        const job = isLarge ? large[nextLarge++]! : small[nextSmall++]!;
         running++;
-        if (isLarge) runningLarge++;
-        const done = () => {
-          running--;
-          if (isLarge) runningLarge--;
+        let holdsLargeSlot = isLarge;
+        const freeLargeSlot = () => {
+          if (!holdsLargeSlot) return;
+          holdsLargeSlot = false;
+          runningLarge--;
           startMore();
         };
-        job().then(done, done);
+        const done = () => {
+          running--;
+          if (holdsLargeSlot) {
+            holdsLargeSlot = false;
+            runningLarge--;
+          }
+          startMore();
+        };
+        if (isLarge) {
+          runningLarge++;
+          large[nextLarge++]!(freeLargeSlot).then(done, done);
+        } else {
+          small[nextSmall++]!().then(done, done);
+        }
       }
       if (running === 0) resolve();
     };

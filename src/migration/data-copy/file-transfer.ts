@@ -82,10 +82,19 @@ class PeerFailure extends Error {
 /**
  * Downloads one non-empty FILE entry to its local path. Transient faults and corrupted streams
  * are retried with `ctx.retry` backoff.
+ *
+ * `nearEnd` is called once, as soon as at most `tailBytes` of the file are left to receive (at
+ * once for a file that small): the caller may start the next file's stream then, so that its
+ * request, round trip and setup overlap this one's last bytes and commit.
  * @throws AgentError on a failure that retries did not cure (the file counts as a download
  * failure), Cancelled when the task's signal aborts.
  */
-export async function downloadFile(ctx: TransferContext, target: SourceTarget, progress: TransferProgress): Promise<FileOutcome> {
+export async function downloadFile(
+  ctx: TransferContext,
+  target: SourceTarget,
+  progress: TransferProgress,
+  nearEnd?: { readonly tailBytes: number; readonly reached: () => void },
+): Promise<FileOutcome> {
   const { entry, absPath } = target;
   const temp = tempPathFor(absPath);
   const keepsRecord = entry.size >= ctx.resumeMinBytes;
@@ -94,6 +103,13 @@ export async function downloadFile(ctx: TransferContext, target: SourceTarget, p
   const moveTo = (p: number) => {
     progress.adjustInFlight(p - position);
     position = p;
+  };
+  let tailReached = false;
+  const checkTail = () => {
+    if (!tailReached && nearEnd && entry.size - position <= nearEnd.tailBytes) {
+      tailReached = true;
+      nearEnd.reached();
+    }
   };
   // Resume records are an optimization: failing to read or write one never fails the file.
   const forgetRecord = async () => {
@@ -134,6 +150,7 @@ export async function downloadFile(ctx: TransferContext, target: SourceTarget, p
         ctx.logger.debug({ file: entry.fileUrl, offset }, "resuming download");
       }
       moveTo(offset);
+      checkTail();
       const stream = ctx.peer.readFile(
         { fileUrl: entry.fileUrl, offset, expectedSize: entry.size, expectedLastModifiedTime: entry.lastModifiedTime },
         ctx.signal,
@@ -160,6 +177,7 @@ export async function downloadFile(ctx: TransferContext, target: SourceTarget, p
           await written;
           position += data.byteLength;
           progress.addTransferred(data.byteLength);
+          checkTail();
         }
       } finally {
         messages.close();

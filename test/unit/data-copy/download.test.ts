@@ -1,7 +1,7 @@
 import { afterEach, expect, it } from "vitest";
 import { SyncBudget } from "../../../src/fs/sync-budget.js";
 import { silentLogger } from "../../../src/log.js";
-import { downloadShortlist, LARGE_STREAMS_MAX } from "../../../src/migration/data-copy/download.js";
+import { downloadShortlist, LARGE_STREAMS_MAX, LARGE_TAIL_BYTES } from "../../../src/migration/data-copy/download.js";
 import type { TransferContext } from "../../../src/migration/data-copy/file-transfer.js";
 import { OperationStatus } from "../../../src/migration/data-copy/operation-status.js";
 import { mapSourceEntries } from "../../../src/migration/data-copy/plan.js";
@@ -13,13 +13,16 @@ afterEach(async () => {
   for (const c of cleanups.splice(0)) await c();
 });
 
-it(`streams at most ${LARGE_STREAMS_MAX} large files at once whatever maxConcurrency allows, small batches beside them, all exact`, async () => {
+it(`keeps at most ${LARGE_STREAMS_MAX} large stream(s) short of the last ${LARGE_TAIL_BYTES >> 20} MiB whatever maxConcurrency allows, opens the next within that tail, small batches beside them, all exact`, async () => {
   const spec: Record<string, { size: number; seed: number }> = {};
-  for (let i = 0; i < 10; i++) spec[`data0/ks/t/nb-${i}-big-Data.db`] = { size: 200 * 1024 + i, seed: i };
+  // Large: their first 4 MiB come before their tail.
+  for (let i = 0; i < 6; i++) spec[`data0/ks/t/nb-${i}-big-Data.db`] = { size: LARGE_TAIL_BYTES + (4 << 20) + i, seed: i };
   for (let i = 0; i < 30; i++) spec[`data1/ks/t/nb-${i}-big-Index.db`] = { size: 1000 + i, seed: 100 + i };
   const pair = await makePair(spec);
   cleanups.push(pair.cleanup);
-  pair.peer.faults = { chunkDelayMs: 5 };
+  pair.peer.faults = { chunkDelayMs: 10 };
+  pair.peer.chunkSize = 1 << 20;
+  pair.peer.farBytes = LARGE_TAIL_BYTES;
   const listing = await pair.peer.listFiles();
   const targets = [...mapSourceEntries(pair.dest.roots, listing).values()];
   const ctx: TransferContext = {
@@ -43,8 +46,10 @@ it(`streams at most ${LARGE_STREAMS_MAX} large files at once whatever maxConcurr
   const summary = await downloadShortlist(ctx, status, targets, 10);
 
   expect(summary.failures).toEqual([]);
-  expect(pair.peer.readFileCalls.length).toBe(40); // every file read once, alone or in a batch
-  expect(pair.peer.maxReadFilesOpen).toBe(LARGE_STREAMS_MAX);
+  expect(pair.peer.readFileCalls.length).toBe(36); // every file read once, alone or in a batch
+  expect(pair.peer.maxReadFilesFar).toBe(LARGE_STREAMS_MAX);
+  // A stream in its tail no longer holds a large place: the next file's stream opened beside it.
+  expect(pair.peer.maxReadFilesOpen).toBeGreaterThan(LARGE_STREAMS_MAX);
   expect(pair.peer.readFilesCalls).toBeGreaterThan(0);
   expect(await migratedTree(pair.dstRoot)).toEqual(await migratedTree(pair.srcRoot));
 });

@@ -153,6 +153,10 @@ export class FakeSourcePeer implements SourcePeer {
   /** ReadFile streams open now, and the most open at once. */
   readFilesOpen = 0;
   maxReadFilesOpen = 0;
+  /** Of those, the ones with more than `farBytes` still to send, and the most at once. */
+  farBytes = Number.POSITIVE_INFINITY;
+  readFilesFar = 0;
+  maxReadFilesFar = 0;
   readFilesCalls = 0;
   /** Files per group of readFiles messages (the plane packs ~1 MiB of small files per message). */
   groupFiles = 1;
@@ -179,14 +183,27 @@ export class FakeSourcePeer implements SourcePeer {
   async *readFile(request: ReadFileRequest, signal?: AbortSignal): AsyncGenerator<ReadFileMessage> {
     this.readFilesOpen++;
     this.maxReadFilesOpen = Math.max(this.maxReadFilesOpen, this.readFilesOpen);
+    let far = false;
+    const toSend = (bytes: number) => {
+      if (far === bytes > this.farBytes) return;
+      far = !far;
+      this.readFilesFar += far ? 1 : -1;
+      this.maxReadFilesFar = Math.max(this.maxReadFilesFar, this.readFilesFar);
+    };
     try {
-      yield* this.readFileUncounted(request, signal);
+      yield* this.readFileUncounted(request, signal, toSend);
     } finally {
+      toSend(0);
       this.readFilesOpen--;
     }
   }
 
-  private async *readFileUncounted(request: ReadFileRequest, signal?: AbortSignal): AsyncGenerator<ReadFileMessage> {
+  /** `toSend` hears the bytes left to send: at the start, and before each data message is yielded (after it). */
+  private async *readFileUncounted(
+    request: ReadFileRequest,
+    signal?: AbortSignal,
+    toSend?: (bytes: number) => void,
+  ): AsyncGenerator<ReadFileMessage> {
     this.readFileCalls.push(request);
     const effectiveSignal = this.faults.ignoreSignal ? undefined : signal;
     const { absPath } = resolveFileUrl(this.source.roots, request.fileUrl);
@@ -206,6 +223,7 @@ export class FakeSourcePeer implements SourcePeer {
     const handle = await open(absPath, "r");
     try {
       let position = request.offset;
+      toSend?.(size - position);
       let chunk = 0;
       while (position < size) {
         if (effectiveSignal?.aborted) throw new AgentError("Cancelled", "call cancelled");
@@ -229,6 +247,7 @@ export class FakeSourcePeer implements SourcePeer {
         position += bytesRead;
         chunk++;
         this.bytesSent += bytesRead;
+        toSend?.(size - position);
         yield { data: out };
       }
       yield { trailer: { xxh64: hasher.digest(), size, lastModifiedTime: mtime } };

@@ -74,6 +74,34 @@ describe("downloadFile", () => {
     expect(s.ctx.touchedDirs).toEqual(new Set([path.dirname(s.target.absPath)]));
   });
 
+  it("calls nearEnd once, when at most tailBytes of the file are left to receive", async () => {
+    const s = await setup();
+    const tailBytes = 100 * 1024;
+    const sentAtCalls: number[] = [];
+    await downloadFile(s.ctx, s.target, s.status, { tailBytes, reached: () => sentAtCalls.push(s.peer.bytesSent) });
+    expect(sentAtCalls).toHaveLength(1);
+    // Right after the chunk (64 KiB) that crossed into the tail.
+    expect(sentAtCalls[0]).toBeGreaterThanOrEqual(SIZE - tailBytes);
+    expect(sentAtCalls[0]).toBeLessThan(SIZE - tailBytes + s.peer.chunkSize);
+    await expectExactCopy(s.target, s.sourceBytes);
+  });
+
+  it("calls nearEnd before the request for a file no larger than tailBytes", async () => {
+    const s = await setup();
+    const sentAtCalls: number[] = [];
+    const requestsAtCalls: number[] = [];
+    await downloadFile(s.ctx, s.target, s.status, {
+      tailBytes: SIZE,
+      reached: () => {
+        sentAtCalls.push(s.peer.bytesSent);
+        requestsAtCalls.push(s.peer.readFileCalls.length);
+      },
+    });
+    expect(sentAtCalls).toEqual([0]);
+    expect(requestsAtCalls).toEqual([0]);
+    await expectExactCopy(s.target, s.sourceBytes);
+  });
+
   it("resumes from a partial temp file when the record matches, moving fewer bytes", async () => {
     const s = await setup();
     const prefix = 128 * 1024 + 5;
