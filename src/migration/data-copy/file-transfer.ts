@@ -85,7 +85,8 @@ class PeerFailure extends Error {
  *
  * `nearEnd` is called once, as soon as at most `tailBytes` of the file are left to receive (at
  * once for a file that small): the caller may start the next file's stream then, so that its
- * request, round trip and setup overlap this one's last bytes and commit.
+ * request, round trip and setup overlap this one's last bytes and commit. A retry after that
+ * (rare: a transient fault) streams without calling it again.
  * @throws AgentError on a failure that retries did not cure (the file counts as a download
  * failure), Cancelled when the task's signal aborts.
  */
