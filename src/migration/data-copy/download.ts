@@ -207,23 +207,24 @@ function runStreams(
         if (!isLarge && nextSmall === small.length) break;
         running++;
         let holdsLargeSlot = isLarge;
-        const freeLargeSlot = () => {
-          if (!holdsLargeSlot) return;
+        /** Frees the job's large slot if it still holds one; true if it did. */
+        const leaveLargeSlot = () => {
+          if (!holdsLargeSlot) return false;
           holdsLargeSlot = false;
           runningLarge--;
-          startMore();
+          return true;
         };
         const done = () => {
           running--;
-          if (holdsLargeSlot) {
-            holdsLargeSlot = false;
-            runningLarge--;
-          }
+          leaveLargeSlot();
           startMore();
         };
         if (isLarge) {
           runningLarge++;
-          large[nextLarge++]!(freeLargeSlot).then(done, done);
+          const nearEnd = () => {
+            if (leaveLargeSlot()) startMore();
+          };
+          large[nextLarge++]!(nearEnd).then(done, done);
         } else {
           small[nextSmall++]!().then(done, done);
         }
