@@ -39,34 +39,35 @@ const SOURCE_DOWN_CODES: ReadonlySet<string> = new Set(["Unavailable", "Deadline
 
 /**
  * Streams at once, at most, whatever maxConcurrency allows (it is an upper bound). The
- * destination is the bottleneck: with small files its CPU, with large ones its disk. Every
- * stream beyond what keeps it busy only holds data that waits (up to a 16 MiB HTTP/2 window
- * each, see LARGE_STREAMS_MAX) and makes V8 promote and collect more. Copies of the small
- * benchmark tree (~17,700 files) into a freshly started destination, interleaved, at
- * maxConcurrency 10: 10 streams 4.4-7.3 s (destination CPU 4.5-6.8 s), 6 streams 5.3-6.8 s,
- * 4 streams 4.3-6.8 s (3.9-6.0 s), 2 streams 4.2-5.7 s; each round, 4 was at or below 10.
+ * destination's CPU is the bottleneck, with small files and large ones alike: every stream
+ * beyond what keeps it busy only holds data that waits (up to a 16 MiB HTTP/2 window each, see
+ * LARGE_STREAMS_MAX) and makes V8 promote and collect more. Copies of the small benchmark tree
+ * (~17,700 files) into a freshly started destination, interleaved, at maxConcurrency 10:
+ * 10 streams 4.4-7.3 s (destination CPU 4.5-6.8 s), 6 streams 5.3-6.8 s, 4 streams 4.3-6.8 s
+ * (3.9-6.0 s), 2 streams 4.2-5.7 s; each round, 4 was at or below 10.
  */
 export const STREAMS_MAX = 4;
 /**
  * Large files streamed at once, at most, not counting their last LARGE_TAIL_BYTES; each also
  * takes one of the stream slots, and batches of small files use the rest.
  *
- * One is enough, and each more costs memory. The destination's disk is the bottleneck, so a
- * large stream spends most of its time paused with its whole HTTP/2 stream window (16 MiB,
- * plane/client.ts) buffered at the destination: Node acknowledges connection-level bytes as
- * they arrive, so only the stream window bounds what a paused stream holds. Buffers that wait
- * that long outlive V8's young generation and are freed only by the next mark-compact. Fresh
- * agents, one copy of the 4 GiB benchmark tree each (destination peak RSS, wall, destination
- * CPU): 4 streams 243-265 MB, 10.5-12.4 s, 8.0-9.1 s; 1 stream (tail 4 MiB) 179-187 MB,
- * 9.7-10.1 s, 6.2-6.3 s. (Ten streams, earlier: 15-20 s.)
+ * One is enough, and each more costs memory. The destination is the bottleneck (its CPU:
+ * O_DIRECT writes alone would take ~4 s of a ~10 s copy here), so a large stream spends most
+ * of its time paused with its whole HTTP/2 stream window (16 MiB, plane/client.ts) buffered at
+ * the destination: Node acknowledges connection-level bytes as they arrive, so only the stream
+ * window bounds what a paused stream holds. Buffers that wait that long outlive V8's young
+ * generation and are freed only by the next mark-compact. Fresh agents, one copy of the 4 GiB
+ * benchmark tree each (destination peak RSS, wall, destination CPU): 4 streams 243-265 MB,
+ * 10.5-12.4 s, 8.0-9.1 s; 1 stream (tail 4 MiB) 179-187 MB, 9.7-10.1 s, 6.2-6.3 s. (Ten
+ * streams, earlier: 15-20 s.)
  */
 export const LARGE_STREAMS_MAX = 1;
 /**
  * A large file gives up its large-stream place when at most this many of its bytes are left to
  * receive (file-transfer.ts, nearEnd), and a file this small never takes one: the next file's
  * request, round trip and setup then overlap the last bytes and the commit (fsync, rename) of
- * the one before. Without this overlap one stream lost most of a second per 100 files behind
- * a 10 ms round trip (13.3 s against 10.6 s on loopback); with it, 11.4-12.9 s against
+ * the one before. Without this overlap one stream lost ~2.7 s over the benchmark's ~100 large
+ * files behind a 10 ms round trip (13.3 s against 10.6 s on loopback); with it, 11.4-12.9 s against
  * 9.6-10.5 s. Larger tails cost memory (8 MiB: 191-201 MB peak in the runs above).
  */
 export const LARGE_TAIL_BYTES = 4 << 20;
