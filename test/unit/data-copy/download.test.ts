@@ -1,4 +1,5 @@
 import { afterEach, expect, it } from "vitest";
+import { AgentError } from "../../../src/errors.js";
 import { SyncBudget } from "../../../src/fs/sync-budget.js";
 import { silentLogger } from "../../../src/log.js";
 import { downloadShortlist, LARGE_STREAMS_MAX, LARGE_TAIL_BYTES } from "../../../src/migration/data-copy/download.js";
@@ -6,21 +7,21 @@ import type { TransferContext } from "../../../src/migration/data-copy/file-tran
 import { OperationStatus } from "../../../src/migration/data-copy/operation-status.js";
 import { mapSourceEntries } from "../../../src/migration/data-copy/plan.js";
 import { ResumeStore } from "../../../src/migration/data-copy/resume-store.js";
-import { FAST_RETRY, makePair, migratedTree } from "./fakes.js";
+import { FAST_RETRY, makePair, migratedTree, type FakePeerFaults } from "./fakes.js";
 
 const cleanups: (() => Promise<void>)[] = [];
 afterEach(async () => {
   for (const c of cleanups.splice(0)) await c();
 });
 
-it(`keeps at most ${LARGE_STREAMS_MAX} large stream(s) short of the last ${LARGE_TAIL_BYTES >> 20} MiB whatever maxConcurrency allows, opens the next within that tail, small batches beside them, all exact`, async () => {
+/** Six large files (their first 4 MiB before their tail) and 30 small ones, downloaded at maxConcurrency 10. */
+async function downloadTree(faults: FakePeerFaults) {
   const spec: Record<string, { size: number; seed: number }> = {};
-  // Large: their first 4 MiB come before their tail.
   for (let i = 0; i < 6; i++) spec[`data0/ks/t/nb-${i}-big-Data.db`] = { size: LARGE_TAIL_BYTES + (4 << 20) + i, seed: i };
   for (let i = 0; i < 30; i++) spec[`data1/ks/t/nb-${i}-big-Index.db`] = { size: 1000 + i, seed: 100 + i };
   const pair = await makePair(spec);
   cleanups.push(pair.cleanup);
-  pair.peer.faults = { chunkDelayMs: 10 };
+  pair.peer.faults = faults;
   pair.peer.chunkSize = 1 << 20;
   pair.peer.farBytes = LARGE_TAIL_BYTES;
   const listing = await pair.peer.listFiles();
@@ -31,7 +32,7 @@ it(`keeps at most ${LARGE_STREAMS_MAX} large stream(s) short of the last ${LARGE
     retry: FAST_RETRY,
     logger: silentLogger,
     resume: new ResumeStore(pair.dest.config.stagingDir),
-    // Files of 100 KiB and more stream alone; the 1 KiB ones go in batches.
+    // Files of 100 KiB and more stream alone (and resume); the 1 KiB ones go in batches.
     resumeMinBytes: 100 * 1024,
     touchedDirs: new Set(),
     knownDirs: new Set(),
@@ -42,14 +43,31 @@ it(`keeps at most ${LARGE_STREAMS_MAX} large stream(s) short of the last ${LARGE
   status.toCleaning(totalBytes, listing.length);
   status.toPreparing();
   status.toDownloading(totalBytes, targets.length);
-
   const summary = await downloadShortlist(ctx, status, targets, 10);
+  return { ...pair, summary };
+}
 
+it(`keeps at most ${LARGE_STREAMS_MAX} large stream(s) short of the last ${LARGE_TAIL_BYTES >> 20} MiB whatever maxConcurrency allows, opens the next within that tail, small batches beside them, all exact`, async () => {
+  const { summary, peer, dstRoot, srcRoot } = await downloadTree({ chunkDelayMs: 10 });
   expect(summary.failures).toEqual([]);
-  expect(pair.peer.readFileCalls.length).toBe(36); // every file read once, alone or in a batch
-  expect(pair.peer.maxReadFilesFar).toBe(LARGE_STREAMS_MAX);
+  expect(peer.readFileCalls.length).toBe(36); // every file read once, alone or in a batch
+  expect(peer.maxReadFilesFar).toBe(LARGE_STREAMS_MAX);
   // A stream in its tail no longer holds a large place: the next file's stream opened beside it.
-  expect(pair.peer.maxReadFilesOpen).toBeGreaterThan(LARGE_STREAMS_MAX);
-  expect(pair.peer.readFilesCalls).toBeGreaterThan(0);
-  expect(await migratedTree(pair.dstRoot)).toEqual(await migratedTree(pair.srcRoot));
+  expect(peer.maxReadFilesOpen).toBeGreaterThan(LARGE_STREAMS_MAX);
+  expect(peer.readFilesCalls).toBeGreaterThan(0);
+  expect(await migratedTree(dstRoot)).toEqual(await migratedTree(srcRoot));
+});
+
+it("a large file that fails within its tail resumes where it stopped, still one large stream short of its tail at a time, and the copy ends exact", async () => {
+  const failing = "nb-2-big-Data.db";
+  const { summary, peer, dstRoot, srcRoot } = await downloadTree({
+    chunkDelayMs: 5,
+    // 7 of its 9 messages sent: within the last 4 MiB.
+    failAfter: { fileUrlEndsWith: failing, chunks: 7, error: () => new AgentError("Unavailable", "connection reset") },
+  });
+  expect(summary.failures).toEqual([]);
+  const calls = peer.readFileCalls.filter((r) => r.fileUrl.endsWith(failing));
+  expect(calls.map((r) => r.offset)).toEqual([0, 7 << 20]);
+  expect(peer.maxReadFilesFar).toBe(LARGE_STREAMS_MAX);
+  expect(await migratedTree(dstRoot)).toEqual(await migratedTree(srcRoot));
 });
