@@ -4,7 +4,8 @@
  *
  *   peer.readFiles(batch) --data/trailer per file--> XXH64 + buffer in memory (each file <= 1 MiB)
  *        --> check size, mtime, hash --> temp name: write, mtime
- *        --> at the end of the batch: syncFiles (one syncfs, fs/durable.ts) --> rename each
+ *        --> stream ended, writes done: `received` (the caller's next stream may start)
+ *        --> syncFiles (one syncfs, fs/durable.ts) --> rename each
  *
  * The same guarantees as file-transfer.ts: a file is renamed into place only when complete,
  * checked against the source's hash and durable; durability comes per batch instead of one
@@ -96,10 +97,18 @@ interface Receiving {
 
 /**
  * Downloads one batch of small non-empty files (see planBatches). Resolves when every write it
- * started has finished.
+ * started has finished and the written files are durable and in place.
+ * `received` is called once the stream has ended (or broken) and every write has finished, before
+ * the files are made durable: the caller may start another stream while this batch waits for the
+ * disk.
  * @throws AgentError Cancelled when the signal aborts; every other failure ends up in `retry`.
  */
-export async function downloadBatch(ctx: TransferContext, batch: readonly SourceTarget[], progress: TransferProgress): Promise<BatchResult> {
+export async function downloadBatch(
+  ctx: TransferContext,
+  batch: readonly SourceTarget[],
+  progress: TransferProgress,
+  received?: () => void,
+): Promise<BatchResult> {
   const outcomes = new Map<SourceTarget, FileOutcome>();
   const retry = new Set<SourceTarget>();
   const receiving = new Map<number, Receiving>();
@@ -207,6 +216,7 @@ export async function downloadBatch(ctx: TransferContext, batch: readonly Source
     }
   }
   throwIfAborted(ctx.signal);
+  received?.();
   await putInPlace(ctx, written, settle, handBack);
   throwIfAborted(ctx.signal);
   // Files the stream never finished (it broke, or it ended early).

@@ -158,6 +158,9 @@ export class FakeSourcePeer implements SourcePeer {
   readFilesFar = 0;
   maxReadFilesFar = 0;
   readFilesCalls = 0;
+  /** ReadFile and ReadFiles streams open now, and the most open at once. */
+  streamsOpen = 0;
+  maxStreamsOpen = 0;
   /** Files per group of readFiles messages (the plane packs ~1 MiB of small files per message). */
   groupFiles = 1;
   listCalls = 0;
@@ -181,6 +184,7 @@ export class FakeSourcePeer implements SourcePeer {
   }
 
   async *readFile(request: ReadFileRequest, signal?: AbortSignal): AsyncGenerator<ReadFileMessage> {
+    const leave = this.enterStream();
     this.readFilesOpen++;
     this.maxReadFilesOpen = Math.max(this.maxReadFilesOpen, this.readFilesOpen);
     let far = false;
@@ -195,7 +199,15 @@ export class FakeSourcePeer implements SourcePeer {
     } finally {
       toSend(0);
       this.readFilesOpen--;
+      leave();
     }
+  }
+
+  /** Counts one more open stream; the returned function counts it closed. */
+  private enterStream(): () => void {
+    this.streamsOpen++;
+    this.maxStreamsOpen = Math.max(this.maxStreamsOpen, this.streamsOpen);
+    return () => void this.streamsOpen--;
   }
 
   /** `toSend` hears the bytes left to send: at the start, and before each data message is yielded (after it). */
@@ -263,25 +275,30 @@ export class FakeSourcePeer implements SourcePeer {
    */
   async *readFiles(requests: readonly ReadFileRequest[], signal?: AbortSignal): AsyncGenerator<BatchReadMessage[]> {
     this.readFilesCalls++;
-    let group: BatchReadMessage[] = [];
-    for (const [index, request] of requests.entries()) {
-      try {
-        for await (const message of this.readFileUncounted(request, signal)) group.push({ index, ...message });
-      } catch (err) {
-        const error = AgentError.from(err);
-        if (error.code === "Unavailable" || error.code === "Cancelled") {
-          // What the stream delivered before it broke still arrives.
-          if (group.length > 0) yield group;
-          throw error;
+    const leave = this.enterStream();
+    try {
+      let group: BatchReadMessage[] = [];
+      for (const [index, request] of requests.entries()) {
+        try {
+          for await (const message of this.readFileUncounted(request, signal)) group.push({ index, ...message });
+        } catch (err) {
+          const error = AgentError.from(err);
+          if (error.code === "Unavailable" || error.code === "Cancelled") {
+            // What the stream delivered before it broke still arrives.
+            if (group.length > 0) yield group;
+            throw error;
+          }
+          group.push({ index, error });
         }
-        group.push({ index, error });
+        if ((index + 1) % this.groupFiles === 0) {
+          yield group;
+          group = [];
+        }
       }
-      if ((index + 1) % this.groupFiles === 0) {
-        yield group;
-        group = [];
-      }
+      if (group.length > 0) yield group;
+    } finally {
+      leave();
     }
-    if (group.length > 0) yield group;
   }
 
   async *digestFiles(): AsyncGenerator<never> {

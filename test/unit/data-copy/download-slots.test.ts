@@ -1,0 +1,111 @@
+/**
+ * How downloadShortlist shares its streams between batches of small files: a batch gives up its
+ * stream once its bytes are written, while it waits for them to be durable, and takes one again
+ * to retry a file alone. syncFiles is gated here so that "waiting to be durable" lasts as long
+ * as the test needs; everything else (the fake source's reads, the writes, the renames) is real.
+ */
+import { access, readdir } from "node:fs/promises";
+import path from "node:path";
+import { afterEach, expect, it, vi } from "vitest";
+import { SyncBudget } from "../../../src/fs/sync-budget.js";
+import { silentLogger } from "../../../src/log.js";
+import { BATCH_MAX_FILES } from "../../../src/migration/data-copy/batch-transfer.js";
+import { downloadShortlist } from "../../../src/migration/data-copy/download.js";
+import type { TransferContext } from "../../../src/migration/data-copy/file-transfer.js";
+import { OperationStatus } from "../../../src/migration/data-copy/operation-status.js";
+import { mapSourceEntries } from "../../../src/migration/data-copy/plan.js";
+import { ResumeStore } from "../../../src/migration/data-copy/resume-store.js";
+import { FAST_RETRY, makePair, migratedTree, type FakePeerFaults, type TreeSpec } from "./fakes.js";
+
+/** syncFiles waits for `open()`; `calls` counts the batches that asked for durability. */
+const durability = vi.hoisted(() => {
+  const gate = { calls: 0, open: () => {}, opened: Promise.resolve() };
+  return {
+    gate,
+    close() {
+      gate.calls = 0;
+      gate.opened = new Promise<void>((resolve) => (gate.open = resolve));
+    },
+  };
+});
+
+vi.mock("../../../src/fs/durable.js", async (importOriginal) => {
+  const real = await importOriginal<typeof import("../../../src/fs/durable.js")>();
+  return {
+    ...real,
+    syncFiles: async (files: readonly string[]) => {
+      durability.gate.calls++;
+      await durability.gate.opened;
+      return real.syncFiles(files);
+    },
+  };
+});
+
+const cleanups: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  durability.gate.open();
+  for (const c of cleanups.splice(0)) await c();
+});
+
+/** Two full batches and a part of one: 2 × BATCH_MAX_FILES + 76 files of 200 bytes in one table. */
+const FILES = 2 * BATCH_MAX_FILES + 76;
+const SPEC: TreeSpec = Object.fromEntries(
+  Array.from({ length: FILES }, (_, i) => [`data0/ks/t/nb-${i}-big-Index.db`, { size: 200, seed: i + 1 }]),
+);
+
+/** Starts downloadShortlist of the whole tree at maxConcurrency 1 (one stream); does not wait for it. */
+async function startDownload(faults: FakePeerFaults = {}) {
+  const pair = await makePair(SPEC);
+  cleanups.push(pair.cleanup);
+  pair.peer.faults = faults;
+  const listing = await pair.peer.listFiles();
+  const targets = [...mapSourceEntries(pair.dest.roots, listing).values()];
+  const ctx: TransferContext = {
+    peer: pair.peer,
+    signal: new AbortController().signal,
+    retry: FAST_RETRY,
+    logger: silentLogger,
+    resume: new ResumeStore(pair.dest.config.stagingDir),
+    resumeMinBytes: 100 * 1024,
+    touchedDirs: new Set(),
+    knownDirs: new Set(),
+    budget: new SyncBudget(),
+  };
+  const status = new OperationStatus(0);
+  const totalBytes = listing.reduce((sum, e) => sum + Math.max(0, e.size), 0);
+  status.toCleaning(totalBytes, listing.length);
+  status.toPreparing();
+  status.toDownloading(totalBytes, targets.length);
+  return { ...pair, status, done: downloadShortlist(ctx, status, targets, 1) };
+}
+
+it("hands a batch's stream to the next batch while its files wait to be made durable, and renames none before they are", async () => {
+  durability.close();
+  const { peer, dstRoot, srcRoot, done } = await startDownload();
+  // With one stream, the third batch can only start if the first two gave theirs up.
+  await vi.waitFor(() => expect([peer.readFilesCalls, durability.gate.calls]).toEqual([3, 3]), { timeout: 10_000 });
+  expect(peer.maxStreamsOpen).toBe(1);
+  const names = await readdir(path.join(dstRoot, "data0/ks/t"));
+  expect(names.length).toBe(FILES);
+  expect(names.filter((name) => name.endsWith("-Index.db"))).toEqual([]); // every one still under its temp name
+  durability.gate.open();
+  const summary = await done;
+  expect(summary.failures).toEqual([]);
+  expect(await migratedTree(dstRoot)).toEqual(await migratedTree(srcRoot));
+});
+
+it("a file handed back by a batch is retried alone once a stream is free again, never beyond the stream limit", async () => {
+  durability.close();
+  durability.gate.open();
+  const corrupted = "nb-7-big-Index.db";
+  const { peer, status, dstRoot, srcRoot, done } = await startDownload({ corrupt: { fileUrlEndsWith: corrupted, chunk: 0 } });
+  const summary = await done;
+  expect(summary.failures).toEqual([]);
+  expect(peer.readFilesCalls).toBe(3);
+  // Read in its batch (corrupted in transit), then alone.
+  expect(peer.readFileCalls.filter((r) => r.fileUrl.endsWith(`/${corrupted}`)).length).toBe(2);
+  expect(peer.maxStreamsOpen).toBe(1);
+  expect(status.view().filesDownloaded).toBe(FILES + 2); // and the directories data0/ks, data0/ks/t
+  await access(path.join(dstRoot, "data0/ks/t", corrupted));
+  expect(await migratedTree(dstRoot)).toEqual(await migratedTree(srcRoot));
+});
