@@ -54,8 +54,9 @@ export const STREAMS_MAX = 4;
  * Large files streamed at once, at most, not counting their last LARGE_TAIL_BYTES; each also
  * takes one of the stream slots, and batches of small files use the rest.
  *
- * One is enough, and each more costs memory. The destination is the bottleneck (its CPU:
- * O_DIRECT writes alone would take ~4 s of a ~10 s copy here), so a large stream spends most
+ * One is enough, and each more costs memory. The destination is the bottleneck (in a ~10 s
+ * copy of the large benchmark tree its main thread spends ~6.5 s of CPU and waits 4-6 s for
+ * its previous O_DIRECT block write, fs/sequential-writer.ts), so a large stream spends most
  * of its time paused with its whole HTTP/2 stream window (16 MiB, plane/client.ts) buffered at
  * the destination: Node acknowledges connection-level bytes as they arrive, so only the stream
  * window bounds what a paused stream holds. Buffers that wait that long outlive V8's young
