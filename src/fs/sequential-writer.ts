@@ -3,13 +3,13 @@
  *
  *   write(data) --copy--> staging block (4 MiB, page-aligned) --full--> pwrite O_DIRECT (async)
  *                         next block fills while the previous one is written; a third waits
+ *   commit(mtime) --> last block padded to DIRECT_ALIGN, truncate to the length --> futimes --> fsync
  *
  * One write in flight per file is enough. In a copy of the large benchmark tree the destination
  * waits 4-6 s of 10-11.5 s for the write before (pwrite64 of 4 MiB: 6.1 ms on average with both
  * cores busy, p50 3.4 ms, 59 of 988 over 10 ms taking 2.7 s, `perf trace`); with three in flight
  * that wait fell to 1-2.2 s, but the destination then waited for the source instead and copies
  * took as long (9.5-11.4 s against 9.9-10.8 s, interleaved) with up to 50 MB more peak RSS.
- *   commit(mtime) --> last block padded to DIRECT_ALIGN, truncate to the length --> futimes --> fsync
  *
  * Why O_DIRECT for large files:
  * - A buffered write copies every byte into the page cache. In a 4 GiB copy on the reference VM

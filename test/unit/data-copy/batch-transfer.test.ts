@@ -4,14 +4,10 @@ import { afterEach, describe, expect, it } from "vitest";
 import { AgentError } from "../../../src/errors.js";
 import { mtimeMsOf } from "../../../src/fs/mtime.js";
 import { tempPathFor } from "../../../src/fs/temp-name.js";
-import { SyncBudget } from "../../../src/fs/sync-budget.js";
-import { silentLogger } from "../../../src/log.js";
 import { BATCH_FILE_MAX_BYTES, downloadBatch, planBatches } from "../../../src/migration/data-copy/batch-transfer.js";
-import type { TransferContext } from "../../../src/migration/data-copy/file-transfer.js";
 import { OperationStatus } from "../../../src/migration/data-copy/operation-status.js";
 import { mapSourceEntries, type SourceTarget } from "../../../src/migration/data-copy/plan.js";
-import { ResumeStore } from "../../../src/migration/data-copy/resume-store.js";
-import { FAST_RETRY, makePair, type TreeSpec } from "./fakes.js";
+import { makePair, transferContext, type TreeSpec } from "./fakes.js";
 
 const cleanups: (() => Promise<void>)[] = [];
 afterEach(async () => {
@@ -30,17 +26,7 @@ async function setupPair(spec: TreeSpec = SPEC) {
     .filter((t) => t.entry.fileType === "FILE")
     .sort((a, b) => b.entry.size - a.entry.size);
   const controller = new AbortController();
-  const ctx: TransferContext = {
-    peer: pair.peer,
-    signal: controller.signal,
-    retry: FAST_RETRY,
-    logger: silentLogger,
-    resume: new ResumeStore(pair.dest.config.stagingDir),
-    resumeMinBytes: 4 << 20,
-    touchedDirs: new Set(),
-    knownDirs: new Set(),
-    budget: new SyncBudget(),
-  };
+  const ctx = transferContext(pair, { resumeMinBytes: 4 << 20, signal: controller.signal });
   const status = new OperationStatus(0);
   return { ...pair, targets, ctx, controller, status };
 }

@@ -7,15 +7,10 @@
 import { access, readdir } from "node:fs/promises";
 import path from "node:path";
 import { afterEach, expect, it, vi } from "vitest";
-import { SyncBudget } from "../../../src/fs/sync-budget.js";
-import { silentLogger } from "../../../src/log.js";
 import { BATCH_MAX_FILES } from "../../../src/migration/data-copy/batch-transfer.js";
 import { downloadShortlist } from "../../../src/migration/data-copy/download.js";
-import type { TransferContext } from "../../../src/migration/data-copy/file-transfer.js";
-import { OperationStatus } from "../../../src/migration/data-copy/operation-status.js";
 import { mapSourceEntries } from "../../../src/migration/data-copy/plan.js";
-import { ResumeStore } from "../../../src/migration/data-copy/resume-store.js";
-import { FAST_RETRY, makePair, migratedTree, type FakePeerFaults, type TreeSpec } from "./fakes.js";
+import { downloadingStatus, makePair, migratedTree, transferContext, type FakePeerFaults, type TreeSpec } from "./fakes.js";
 
 /** syncFiles waits for `open()`; `calls` counts the batches that asked for durability. */
 const durability = vi.hoisted(() => {
@@ -60,22 +55,9 @@ async function startDownload(faults: FakePeerFaults = {}) {
   pair.peer.faults = faults;
   const listing = await pair.peer.listFiles();
   const targets = [...mapSourceEntries(pair.dest.roots, listing).values()];
-  const ctx: TransferContext = {
-    peer: pair.peer,
-    signal: new AbortController().signal,
-    retry: FAST_RETRY,
-    logger: silentLogger,
-    resume: new ResumeStore(pair.dest.config.stagingDir),
-    resumeMinBytes: 100 * 1024,
-    touchedDirs: new Set(),
-    knownDirs: new Set(),
-    budget: new SyncBudget(),
-  };
-  const status = new OperationStatus(0);
+  const ctx = transferContext(pair, { resumeMinBytes: 100 * 1024 });
   const totalBytes = listing.reduce((sum, e) => sum + Math.max(0, e.size), 0);
-  status.toCleaning(totalBytes, listing.length);
-  status.toPreparing();
-  status.toDownloading(totalBytes, targets.length);
+  const status = downloadingStatus(totalBytes, listing.length, targets.length);
   return { ...pair, status, done: downloadShortlist(ctx, status, targets, 1) };
 }
 

@@ -1,13 +1,8 @@
 import { afterEach, expect, it } from "vitest";
 import { AgentError } from "../../../src/errors.js";
-import { SyncBudget } from "../../../src/fs/sync-budget.js";
-import { silentLogger } from "../../../src/log.js";
 import { downloadShortlist, LARGE_STREAMS_MAX, LARGE_TAIL_BYTES } from "../../../src/migration/data-copy/download.js";
-import type { TransferContext } from "../../../src/migration/data-copy/file-transfer.js";
-import { OperationStatus } from "../../../src/migration/data-copy/operation-status.js";
 import { mapSourceEntries } from "../../../src/migration/data-copy/plan.js";
-import { ResumeStore } from "../../../src/migration/data-copy/resume-store.js";
-import { FAST_RETRY, makePair, migratedTree, type FakePeerFaults } from "./fakes.js";
+import { downloadingStatus, makePair, migratedTree, transferContext, type FakePeerFaults } from "./fakes.js";
 
 const cleanups: (() => Promise<void>)[] = [];
 afterEach(async () => {
@@ -26,23 +21,10 @@ async function downloadTree(faults: FakePeerFaults) {
   pair.peer.farBytes = LARGE_TAIL_BYTES;
   const listing = await pair.peer.listFiles();
   const targets = [...mapSourceEntries(pair.dest.roots, listing).values()];
-  const ctx: TransferContext = {
-    peer: pair.peer,
-    signal: new AbortController().signal,
-    retry: FAST_RETRY,
-    logger: silentLogger,
-    resume: new ResumeStore(pair.dest.config.stagingDir),
-    // Files of 100 KiB and more stream alone (and resume); the 1 KiB ones go in batches.
-    resumeMinBytes: 100 * 1024,
-    touchedDirs: new Set(),
-    knownDirs: new Set(),
-    budget: new SyncBudget(),
-  };
-  const status = new OperationStatus(0);
+  // Files of 100 KiB and more stream alone (and resume); the 1 KiB ones go in batches.
+  const ctx = transferContext(pair, { resumeMinBytes: 100 * 1024 });
   const totalBytes = listing.reduce((sum, e) => sum + Math.max(0, e.size), 0);
-  status.toCleaning(totalBytes, listing.length);
-  status.toPreparing();
-  status.toDownloading(totalBytes, targets.length);
+  const status = downloadingStatus(totalBytes, listing.length, targets.length);
   const summary = await downloadShortlist(ctx, status, targets, 10);
   return { ...pair, summary };
 }

@@ -13,7 +13,11 @@ import { Exclusions } from "../../../src/fs/exclude.js";
 import { listRoots, toFileEntry } from "../../../src/fs/list.js";
 import { mtimeMsOf, setMtimeMs } from "../../../src/fs/mtime.js";
 import { resolveFileUrl } from "../../../src/fs/safe-path.js";
+import { SyncBudget } from "../../../src/fs/sync-budget.js";
 import { migrationRoots } from "../../../src/instance/directories.js";
+import type { TransferContext } from "../../../src/migration/data-copy/file-transfer.js";
+import { OperationStatus } from "../../../src/migration/data-copy/operation-status.js";
+import { ResumeStore } from "../../../src/migration/data-copy/resume-store.js";
 import type { InstanceContext } from "../../../src/instance/registry.js";
 import type { BatchReadMessage, ReadFileMessage, ReadFileRequest, SourcePeer } from "../../../src/migration/peer.js";
 import { sleep } from "../../../src/migration/retry.js";
@@ -342,6 +346,33 @@ export async function makePair(spec: TreeSpec = {}) {
     peer,
     cleanup: () => rm(base, { recursive: true, force: true }),
   };
+}
+
+/** A TransferContext that downloads from `pair`'s fake source into its destination. */
+export function transferContext(
+  pair: { readonly peer: SourcePeer; readonly dest: InstanceContext },
+  options: { readonly resumeMinBytes: number; readonly signal?: AbortSignal },
+): TransferContext {
+  return {
+    peer: pair.peer,
+    signal: options.signal ?? new AbortController().signal,
+    retry: FAST_RETRY,
+    logger: silentLogger,
+    resume: new ResumeStore(pair.dest.config.stagingDir),
+    resumeMinBytes: options.resumeMinBytes,
+    touchedDirs: new Set(),
+    knownDirs: new Set(),
+    budget: new SyncBudget(),
+  };
+}
+
+/** An iteration's status as PREPARING leaves it: DOWNLOADING `toDownload` of a `totalFiles`-entry, `totalBytes` listing. */
+export function downloadingStatus(totalBytes: number, totalFiles: number, toDownload: number): OperationStatus {
+  const status = new OperationStatus(0);
+  status.toCleaning(totalBytes, totalFiles);
+  status.toPreparing();
+  status.toDownloading(totalBytes, toDownload);
+  return status;
 }
 
 /** Tree of the migrated dirs only (staging and the like left out). */

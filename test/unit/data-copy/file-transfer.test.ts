@@ -5,17 +5,9 @@ import { AgentError } from "../../../src/errors.js";
 import { mtimeMsOf } from "../../../src/fs/mtime.js";
 import { tempPathFor } from "../../../src/fs/temp-name.js";
 import { SyncBudget } from "../../../src/fs/sync-budget.js";
-import { silentLogger } from "../../../src/log.js";
-import {
-  createDirectory,
-  createEmptyFile,
-  downloadFile,
-  type TransferContext,
-} from "../../../src/migration/data-copy/file-transfer.js";
-import { OperationStatus } from "../../../src/migration/data-copy/operation-status.js";
+import { createDirectory, createEmptyFile, downloadFile } from "../../../src/migration/data-copy/file-transfer.js";
 import { mapSourceEntries, type SourceTarget } from "../../../src/migration/data-copy/plan.js";
-import { ResumeStore } from "../../../src/migration/data-copy/resume-store.js";
-import { FAST_RETRY, makePair, pseudoRandom } from "./fakes.js";
+import { downloadingStatus, FAST_RETRY, makePair, pseudoRandom, transferContext } from "./fakes.js";
 
 const cleanups: (() => Promise<void>)[] = [];
 afterEach(async () => {
@@ -32,22 +24,9 @@ async function setup(options: { resumeMinBytes?: number } = {}) {
   const targets = mapSourceEntries(pair.dest.roots, listing);
   const target = [...targets.values()].find((t) => t.entry.fileUrl.endsWith("Data.db"))!;
   const controller = new AbortController();
-  const resume = new ResumeStore(pair.dest.config.stagingDir);
-  const ctx: TransferContext = {
-    peer: pair.peer,
-    signal: controller.signal,
-    retry: FAST_RETRY,
-    logger: silentLogger,
-    resume,
-    resumeMinBytes: options.resumeMinBytes ?? 0,
-    touchedDirs: new Set(),
-    knownDirs: new Set(),
-    budget: new SyncBudget(),
-  };
-  const status = new OperationStatus(0);
-  status.toCleaning(SIZE, listing.length);
-  status.toPreparing();
-  status.toDownloading(SIZE, 1);
+  const ctx = transferContext(pair, { resumeMinBytes: options.resumeMinBytes ?? 0, signal: controller.signal });
+  const resume = ctx.resume;
+  const status = downloadingStatus(SIZE, listing.length, 1);
   const sourcePath = path.join(pair.srcRoot, "data0", REL);
   const sourceBytes = await readFile(sourcePath);
   return { ...pair, ctx, controller, status, target, targets, resume, sourcePath, sourceBytes };
