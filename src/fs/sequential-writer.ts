@@ -31,6 +31,7 @@
  */
 import { constants } from "node:fs";
 import { open, type FileHandle } from "node:fs/promises";
+import { collectGarbage } from "../gc.js";
 import { setHandleMtimeMs } from "./mtime.js";
 
 /** Alignment of every O_DIRECT write: address, offset and length. */
@@ -53,17 +54,30 @@ const POOL_BLOCKS = 16;
 const WASM_PAGE_BYTES = 65536;
 
 /**
- * Page-aligned blocks carved from one WebAssembly.Memory. The memory is reserved once
- * (POOL_BLOCKS × BLOCK_BYTES of address space); a block becomes resident when first written,
- * and stays so for reuse. Never grown: growing would detach the blocks in use.
+ * After this long (ms) with every block back in the pool, the pool's memory is released, so
+ * that an agent between passes or tasks does not hold the blocks it touched (24-28 MB after a
+ * copy of the large benchmark tree). The next writer reserves it again and touches its blocks
+ * afresh (~1 ms of page faults per MiB here), which a pass pays once, not per file: files
+ * follow each other within milliseconds.
+ */
+const POOL_RELEASE_IDLE_MS = 2_000;
+
+/**
+ * Page-aligned blocks carved from one WebAssembly.Memory. The memory is reserved when a block is
+ * first needed (POOL_BLOCKS × BLOCK_BYTES of address space); a block becomes resident when first
+ * written, and stays so for reuse while writers keep coming. Never grown: growing would detach
+ * the blocks in use. A WebAssembly.Memory cannot give pages back, so once idle the whole memory
+ * is dropped and collected (collectGarbage: V8 alone would keep it until it next needs space).
  */
 class BlockPool {
   private memory: WebAssembly.Memory | undefined;
   private readonly free: Uint8Array[] = [];
   private carved = 0;
+  private releaseTimer: NodeJS.Timeout | undefined;
 
   /** A free block, or undefined when all POOL_BLOCKS are in use. */
   take(): Uint8Array | undefined {
+    clearTimeout(this.releaseTimer);
     const reused = this.free.pop();
     if (reused) return reused;
     if (this.carved === POOL_BLOCKS) return undefined;
@@ -73,15 +87,38 @@ class BlockPool {
 
   give(block: Uint8Array): void {
     this.free.push(block);
+    if (this.free.length < this.carved) return;
+    clearTimeout(this.releaseTimer);
+    this.releaseTimer = setTimeout(() => this.release(), POOL_RELEASE_IDLE_MS);
+    this.releaseTimer.unref();
   }
 
   /** Whether `block` is one of this pool's (page-aligned) blocks. */
   owns(block: Uint8Array): boolean {
     return this.memory !== undefined && block.buffer === this.memory.buffer;
   }
+
+  /** Bytes of memory the pool holds (reserved; resident once touched): 0 when released. */
+  get reservedBytes(): number {
+    return this.memory ? this.memory.buffer.byteLength : 0;
+  }
+
+  /** Drops the memory while no block is out: no view of it survives this. */
+  private release(): void {
+    if (!this.memory || this.free.length < this.carved) return;
+    this.memory = undefined;
+    this.free.length = 0;
+    this.carved = 0;
+    collectGarbage();
+  }
 }
 
 const pool = new BlockPool();
+
+/** Bytes of the shared staging memory reserved right now (for tests and diagnostics). */
+export function stagingPoolBytes(): number {
+  return pool.reservedBytes;
+}
 
 export interface SequentialWriter {
   /**
