@@ -40,6 +40,7 @@ import { BUSY_MESSAGE, RequestLimiter } from "../../src/migration/request-limite
 import type { FileEntry } from "../../src/migration/types.js";
 import { connectSourcePeer } from "../../src/plane/client.js";
 import { methodDefinition } from "../../src/plane/definition.js";
+import { PACK_BYTES } from "../../src/plane/peer-service.js";
 import { createPlaneServer, type PlaneServer } from "../../src/plane/server.js";
 
 const SOURCE = "127.0.0.1";
@@ -454,7 +455,7 @@ describe("PeerService.ReadFiles", () => {
     await waitFor(() => limiter.active === 0, 1_000);
   });
 
-  it("packs small files into messages of about 1 MiB, one piece per small file", async () => {
+  it("packs small files into messages of about PACK_BYTES (256 KiB), one piece per small file", async () => {
     const small = listing.filter((e) => e.fileType === "FILE" && e.size > 0 && e.size < 64 * 1024);
     expect(small.length).toBeGreaterThan(50);
     const client = rawClient();
@@ -474,7 +475,10 @@ describe("PeerService.ReadFiles", () => {
       expect(pieces.map((p) => p.index)).toEqual(small.map((_, i) => i));
       expect(pieces.every((p) => p.trailer !== undefined && p.data.byteLength === small[p.index]!.size)).toBe(true);
       expect(responses.length).toBeLessThan(small.length / 4);
-      for (const r of responses) expect(r.pieces.reduce((n, p) => n + p.data.byteLength, 0)).toBeLessThan(MiB + 64 * 1024);
+      const packed = responses.map((r) => r.pieces.reduce((n, p) => n + p.data.byteLength, 0));
+      // Each message stops at the first file that takes it to PACK_BYTES (these files are < 64 KiB).
+      for (const bytes of packed) expect(bytes).toBeLessThan(PACK_BYTES + 64 * 1024);
+      expect(packed.filter((bytes) => bytes >= PACK_BYTES).length).toBeGreaterThan(0);
     } finally {
       client.close();
     }
