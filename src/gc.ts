@@ -8,8 +8,9 @@
  * an agent between two migration passes may idle for hours beside Cassandra.
  *
  * `gc` exists only with --expose-gc; setting the flag at run time exposes it to contexts
- * created afterwards, hence the one new context. A collection costs ~25 ms of the main thread
- * after a large copy (a heap of ~50 MB).
+ * created afterwards, hence the one new context. A collection holds the main thread ~1 ms per
+ * MB of live heap (main.ts): ~25 ms after a copy of the large benchmark tree, more while a pass
+ * holds a listing of millions of files.
  */
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
