@@ -8,15 +8,22 @@
  * - Symlinks are never traversed; their attributes are those of the target.
  * - A path that vanishes during the walk (compaction on a live source) is left out instead of
  *   failing the listing. Other IO errors reject with an AgentError.
+ * - With a digest algorithm (a verification's listing), each regular file of at most
+ *   SYNC_DIGEST_MAX_BYTES is opened instead of stat'ed, and its size, mtime and digest all come
+ *   from that one descriptor: one path lookup per file where a listing followed by digests took
+ *   two. Files left without a digest (bigger ones, symlinks, unreadable ones, any file met while
+ *   the budget is slow) are for the caller to digest separately.
  */
-import { readdirSync, statSync, type BigIntStats, type Dirent } from "node:fs";
+import { closeSync, fstatSync, openSync, readdirSync, statSync, type BigIntStats, type Dirent } from "node:fs";
 import { readdir, stat } from "node:fs/promises";
 import path from "node:path";
 import { AgentError } from "../errors.js";
+import { digestOpenFileSync, SYNC_DIGEST_MAX_BYTES } from "../digest/digest.js";
 import { childFileUrl, type MigrationRoot, rootFileUrl } from "../instance/directories.js";
-import type { FileEntry } from "../migration/types.js";
+import type { DigestAlgorithmName, FileEntry } from "../migration/types.js";
 import type { Exclusions } from "./exclude.js";
 import { mtimeMsOf } from "./mtime.js";
+import { OPEN_CHECKED } from "./safe-path.js";
 import { SyncBudget } from "./sync-budget.js";
 import { isTempName } from "./temp-name.js";
 
@@ -41,12 +48,25 @@ function vanished(err: unknown): boolean {
   return code === "ENOENT" || code === "ENOTDIR";
 }
 
+export interface WalkOptions {
+  /** Receives the download temp files found (absolute paths); they are never listed. */
+  readonly tempFiles?: string[];
+  /** Synchronous readdir/stat while the metadata is cached (sync-budget.ts); tests pass their own. */
+  readonly budget?: SyncBudget;
+  /** Digest small regular files as they are listed (see the header), in this algorithm. */
+  readonly digestAlgorithm?: DigestAlgorithmName;
+}
+
 /** Lists every migratable file and directory under `roots`. */
-export async function listRoots(roots: readonly MigrationRoot[], exclusions: Exclusions): Promise<Listing> {
+export async function listRoots(
+  roots: readonly MigrationRoot[],
+  exclusions: Exclusions,
+  options: Pick<WalkOptions, "digestAlgorithm"> = {},
+): Promise<Listing> {
   const entries: LocalEntry[] = [];
   const tempFiles: string[] = [];
   let totalSize = 0;
-  for await (const batch of walkRoots(roots, exclusions, WALK_BATCH_ENTRIES, tempFiles)) {
+  for await (const batch of walkRoots(roots, exclusions, WALK_BATCH_ENTRIES, { ...options, tempFiles })) {
     for (const entry of batch) {
       entries.push(entry);
       if (entry.fileType === "FILE") totalSize += entry.size;
@@ -69,10 +89,9 @@ export async function* walkRoots(
   roots: readonly MigrationRoot[],
   exclusions: Exclusions,
   batchEntries: number,
-  tempFiles: string[] = [],
-  // Synchronous readdir/stat while the metadata is cached (sync-budget.ts); tests pass their own.
-  budget: SyncBudget = new SyncBudget(),
+  options: WalkOptions = {},
 ): AsyncGenerator<LocalEntry[]> {
+  const { tempFiles = [], budget = new SyncBudget(), digestAlgorithm } = options;
   let batch: LocalEntry[] = [];
   for (const root of roots) {
     const base = root.path;
@@ -97,7 +116,7 @@ export async function* walkRoots(
       // absDir is normalized (roots are path.resolve'd) and a name has no slash: no path.join.
       const prefix = absDir === path.sep ? absDir : absDir + path.sep;
       const found: (LocalEntry | undefined)[] = new Array(names.length);
-      const entryOf = (dirent: Dirent, absPath: string, st: BigIntStats): LocalEntry | undefined => {
+      const entryOf = (dirent: Dirent, absPath: string, st: BigIntStats, digest?: string): LocalEntry | undefined => {
         const isDir = st.isDirectory();
         if (!isDir && !st.isFile()) return undefined; // sockets, fifos, dangling links
         if (isDir ? exclusions.isDirExcluded(root, absPath) : exclusions.isFileExcluded(root, absPath)) return undefined;
@@ -109,6 +128,7 @@ export async function* walkRoots(
           size: isDir ? -1 : Number(st.size),
           fileType: isDir ? "DIRECTORY" : "FILE",
           lastModifiedTime: mtimeMsOf(st),
+          ...(digest !== undefined ? { digest } : {}),
         };
       };
       const statFailed = (absPath: string, err: unknown): undefined => {
@@ -125,14 +145,20 @@ export async function* walkRoots(
           } else {
             const started = performance.now();
             let st: BigIntStats | undefined;
+            let digested: OpenDigest | undefined;
             try {
-              st = statSync(absPath, { bigint: true });
+              if (digestAlgorithm !== undefined && dirent.isFile() && !exclusions.isFileExcluded(root, absPath)) {
+                digested = statAndDigestSync(absPath, digestAlgorithm);
+                st = digested?.stats;
+              }
+              st ??= statSync(absPath, { bigint: true });
             } catch (err) {
               statFailed(absPath, err);
             }
-            const turn = budget.charge(started);
+            // Only the filesystem calls are charged: hashing costs the same however the bytes were read.
+            const turn = budget.charge(started + (digested?.hashingMs ?? 0));
             if (turn) await turn;
-            if (st) found[i] = entryOf(dirent, absPath, st);
+            if (st) found[i] = entryOf(dirent, absPath, st, digested?.digest);
           }
           i++;
           continue;
@@ -168,6 +194,43 @@ export async function* walkRoots(
     yield* walk(base, "", rootFileUrl(root));
   }
   if (batch.length > 0) yield batch;
+}
+
+interface OpenDigest {
+  readonly stats: BigIntStats;
+  /** Undefined for a file over SYNC_DIGEST_MAX_BYTES, or one whose read failed. */
+  readonly digest?: string;
+  readonly hashingMs: number;
+}
+
+/**
+ * Opens a file the walk found regular (without following a symlink, without waiting on a FIFO),
+ * fstats it and, if it is still a regular file of at most SYNC_DIGEST_MAX_BYTES, digests it.
+ * Undefined when it could not be opened for another reason than vanishing (a symlink swapped
+ * in, no read permission): the caller stats the path as a plain listing does. A failed read
+ * leaves the digest out, for the caller's separate digest to report.
+ * @throws the open's or fstat's errno error when the file vanished (ENOENT, ENOTDIR).
+ */
+function statAndDigestSync(absPath: string, algorithm: DigestAlgorithmName): OpenDigest | undefined {
+  let fd: number;
+  try {
+    fd = openSync(absPath, OPEN_CHECKED);
+  } catch (err) {
+    if (vanished(err)) throw err;
+    return undefined;
+  }
+  try {
+    const stats = fstatSync(fd, { bigint: true });
+    if (!stats.isFile() || stats.size > BigInt(SYNC_DIGEST_MAX_BYTES)) return { stats, hashingMs: 0 };
+    try {
+      const { digest, hashingMs } = digestOpenFileSync(fd, algorithm);
+      return { stats, digest, hashingMs };
+    } catch {
+      return { stats, hashingMs: 0 };
+    }
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /** Strips the local fields, leaving the wire shape. */

@@ -189,7 +189,7 @@ export interface OpenReadableFile extends ReadableFile {
 }
 
 /** Opens without following a final symlink, and without waiting on a FIFO's writer. */
-const OPEN_CHECKED = fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK;
+export const OPEN_CHECKED = fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK;
 
 /**
  * resolveReadableFileSync that also opens the file: the same checks and errors with one path

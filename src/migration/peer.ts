@@ -41,8 +41,11 @@ export interface DigestResult {
 export interface SourcePeer {
   /** The source instance's completion record. */
   migrationStatus(signal?: AbortSignal): Promise<MigrationStatus>;
-  /** The source instance's full listing. */
-  listFiles(signal?: AbortSignal): Promise<FileEntry[]>;
+  /**
+   * The source instance's full listing. With a digest algorithm (a verification), the small
+   * regular files come with their digest (FileEntry.digest); the others are for digestFiles.
+   */
+  listFiles(signal?: AbortSignal, digestAlgorithm?: DigestAlgorithmName): Promise<FileEntry[]>;
   /** Streams a file from an offset; data messages then exactly one trailer. */
   readFile(request: ReadFileRequest, signal?: AbortSignal): AsyncIterable<ReadFileMessage>;
   /**

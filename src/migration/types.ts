@@ -11,6 +11,11 @@ export interface FileEntry {
   readonly fileType: FileKind;
   /** Epoch milliseconds. */
   readonly lastModifiedTime: number;
+  /**
+   * Digest of the content, read through the descriptor the size and mtime came from; only in
+   * a verification's listings, and only for the regular files small enough to hash as listed.
+   */
+  readonly digest?: string;
 }
 
 /** The verification digests of the REST API, plus the plane's integrity hash. */

@@ -163,9 +163,13 @@ export function connectSourcePeer(options: SourcePeerOptions): SourcePeer {
       return fromMigrationStatus(await unary(METHODS.getMigrationStatus, create(GetMigrationStatusRequestSchema), signal));
     },
 
-    async listFiles(signal?: AbortSignal): Promise<FileEntry[]> {
+    async listFiles(signal?: AbortSignal, digestAlgorithm?: DigestAlgorithmName): Promise<FileEntry[]> {
       const entries: FileEntry[] = [];
-      for await (const batch of serverStream(main, METHODS.listFiles, create(PeerServiceListFilesRequestSchema), signal)) {
+      const request = create(
+        PeerServiceListFilesRequestSchema,
+        digestAlgorithm !== undefined ? { digestAlgorithm: toDigestAlgorithm(digestAlgorithm) } : {},
+      );
+      for await (const batch of serverStream(main, METHODS.listFiles, request, signal)) {
         for (const entry of batch) entries.push(entry);
       }
       return entries;

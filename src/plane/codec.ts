@@ -24,6 +24,7 @@ import {
   type ReadFilesResponse,
   ReadFilesResponseSchema,
 } from "../../gen/livemigration/v1/peer_pb.js";
+import { AgentError } from "../errors.js";
 import type { DigestResult } from "../migration/peer.js";
 import type { FileEntry } from "../migration/types.js";
 import { EMPTY_BYTES, fromFileDigest, fromInstanceFile, type ReadFilesPieceFields } from "./wire.js";
@@ -105,6 +106,8 @@ const FILE_TYPE_TAG = 3 << 3;
 const LAST_MODIFIED_TIME_TAG = 4 << 3;
 /** PeerServiceListFilesResponse.files: field 1, length-delimited. */
 const FILES_TAG = (1 << 3) | 2;
+/** PeerServiceListFilesResponse.digests: field 2, length-delimited (a verification's listing). */
+const LISTED_DIGESTS_TAG = (2 << 3) | 2;
 const MAX_SAFE_BIGINT = BigInt(Number.MAX_SAFE_INTEGER);
 
 /** Bytes of the varint of a non-negative safe integer. */
@@ -186,7 +189,7 @@ function instanceFileLength(file: InstanceFile, urlBytes: number): number {
  * toBinary) for a message this encoder does not cover: unknown fields, or a negative file type.
  */
 export function encodeListFilesResponse(message: PeerServiceListFilesResponse): Buffer | undefined {
-  const { files } = message;
+  const { files, digests } = message;
   if (hasUnknownFields(message)) return undefined;
   const urlBytes = new Array<number>(files.length);
   const bodyBytes = new Array<number>(files.length);
@@ -198,6 +201,9 @@ export function encodeListFilesResponse(message: PeerServiceListFilesResponse): 
     bodyBytes[i] = instanceFileLength(file, urlBytes[i]!);
     total += delimitedLength(bodyBytes[i]!);
   }
+  const digestBytes = digests.map((digest) => Buffer.byteLength(digest));
+  // Every element of a repeated string is written, the empty string included.
+  for (const bytes of digestBytes) total += delimitedLength(bytes);
   const out = Buffer.allocUnsafe(total);
   let at = 0;
   for (let i = 0; i < files.length; i++) {
@@ -217,6 +223,11 @@ export function encodeListFilesResponse(message: PeerServiceListFilesResponse): 
       out[at++] = LAST_MODIFIED_TIME_TAG;
       at = writeInt64(out, at, file.lastModifiedTime);
     }
+  }
+  for (let i = 0; i < digests.length; i++) {
+    out[at++] = LISTED_DIGESTS_TAG;
+    at = writeVarint(out, at, digestBytes[i]!);
+    at += out.write(digests[i]!, at, "utf8");
   }
   return out;
 }
@@ -287,14 +298,39 @@ class CanonicalReader {
  * truncation — is decoded by fromBinary and fromInstanceFile, so the result or the error is theirs.
  */
 export function decodeListFilesResponse(bytes: Uint8Array): FileEntry[] {
-  return decodeCanonicalListing(bytes) ?? fromBinary(PeerServiceListFilesResponseSchema, bytes).files.map(fromInstanceFile);
+  let decoded = decodeCanonicalListing(bytes);
+  if (decoded === undefined) {
+    const message = fromBinary(PeerServiceListFilesResponseSchema, bytes);
+    decoded = { entries: message.files.map(fromInstanceFile), digests: message.digests };
+  }
+  return withListedDigests(decoded.entries, decoded.digests);
 }
 
-function decodeCanonicalListing(bytes: Uint8Array): FileEntry[] | undefined {
+/**
+ * Gives each entry its non-empty digest (PeerServiceListFilesResponse.digests: none, or one per file).
+ * @throws AgentError DataLoss for any other number of digests.
+ */
+function withListedDigests(entries: FileEntry[], digests: readonly string[]): FileEntry[] {
+  if (digests.length === 0) return entries;
+  if (digests.length !== entries.length) {
+    throw new AgentError("DataLoss", `ListFiles sent ${digests.length} digests for ${entries.length} files`);
+  }
+  return entries.map((entry, i) => (digests[i] !== "" ? { ...entry, digest: digests[i] } : entry));
+}
+
+function decodeCanonicalListing(bytes: Uint8Array): { entries: FileEntry[]; digests: string[] } | undefined {
   const reader = new CanonicalReader(bytes);
   const entries: FileEntry[] = [];
+  const digests: string[] = [];
   while (!reader.done) {
-    if (reader.tag() !== FILES_TAG) return undefined;
+    const fieldTag = reader.tag();
+    if (fieldTag === LISTED_DIGESTS_TAG) {
+      const digest = reader.ascii(bytes.length);
+      if (digest === undefined) return undefined;
+      digests.push(digest);
+      continue;
+    }
+    if (fieldTag !== FILES_TAG) return undefined;
     const end = reader.lengthDelimited();
     if (end === undefined) return undefined;
     const entry = { fileUrl: "", size: 0, fileType: 0, lastModifiedTime: 0 };
@@ -315,7 +351,7 @@ function decodeCanonicalListing(bytes: Uint8Array): FileEntry[] | undefined {
     if (entry.fileType !== FileType.FILE && entry.fileType !== FileType.DIRECTORY) return undefined;
     entries.push({ ...entry, fileType: entry.fileType === FileType.DIRECTORY ? "DIRECTORY" : "FILE" });
   }
-  return entries;
+  return { entries, digests };
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import { open, type FileHandle } from "node:fs/promises";
 import { setImmediate as setImmediatePromise } from "node:timers/promises";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import { DigestAlgorithm } from "../../gen/livemigration/v1/common_pb.js";
 import {
   type DigestFilesResponse,
   type PeerService,
@@ -95,12 +96,27 @@ export function createPeerService(options: PeerServiceOptions): ServiceImpl<type
   };
 
   return {
-    async *listFiles(_request, ctx): AsyncGenerator<MessageInitShape<typeof PeerServiceListFilesResponseSchema>> {
+    async *listFiles(request, ctx): AsyncGenerator<MessageInitShape<typeof PeerServiceListFilesResponseSchema>> {
       const instance = await sourceOf(ctx);
       // Each batch goes out as soon as the walk has found it.
-      for await (const batch of walkRoots(instance.roots, instance.exclusions, LIST_BATCH_ENTRIES)) {
-        throwIfAborted(ctx.signal);
-        yield { files: batch.map(toInstanceFile) };
+      if (request.digestAlgorithm === DigestAlgorithm.UNSPECIFIED) {
+        for await (const batch of walkRoots(instance.roots, instance.exclusions, LIST_BATCH_ENTRIES)) {
+          throwIfAborted(ctx.signal);
+          yield { files: batch.map(toInstanceFile) };
+        }
+        return;
+      }
+      // A verification's listing reads file contents: DigestFiles's rules.
+      const digestAlgorithm = fromDigestAlgorithm(request.digestAlgorithm);
+      await requireNotCompleted(instance);
+      const release = limiter.acquire();
+      try {
+        for await (const batch of walkRoots(instance.roots, instance.exclusions, LIST_BATCH_ENTRIES, { digestAlgorithm })) {
+          throwIfAborted(ctx.signal);
+          yield { files: batch.map(toInstanceFile), digests: batch.map((entry) => entry.digest ?? "") };
+        }
+      } finally {
+        release();
       }
     },
 

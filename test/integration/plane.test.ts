@@ -254,6 +254,50 @@ describe("PeerService.ListFiles", () => {
     expect(listing.some((e) => e.fileUrl.includes("/snapshots"))).toBe(false);
   });
 
+  it("with a digest algorithm: the same listing, each file of at most 1 MiB with DigestFiles's digest", async () => {
+    const files = listing.filter((e) => e.fileType === "FILE");
+    const viaDigestFiles = new Map<string, string>();
+    for await (const r of peer.digestFiles("MD5", files.map((e) => e.fileUrl), 4)) viaDigestFiles.set(r.fileUrl, r.digest!);
+    const listed = await peer.listFiles(undefined, "MD5");
+    expect(listed.map(({ digest: _, ...entry }) => entry)).toEqual(listing);
+    const small = files.filter((e) => e.size <= MiB);
+    expect(small.length).toBeGreaterThan(100);
+    expect(small.length).toBeLessThan(files.length); // big.bin and the tree's larger Data.db files
+    const digestOf = new Map(listed.map((e) => [e.fileUrl, e.digest]));
+    for (const e of files) expect(digestOf.get(e.fileUrl), e.fileUrl).toBe(e.size <= MiB ? viaDigestFiles.get(e.fileUrl) : undefined);
+    expect(listed.filter((e) => e.fileType === "DIRECTORY").every((e) => e.digest === undefined)).toBe(true);
+    const xxh32 = await peer.listFiles(undefined, "XXHash32");
+    const hasher = createHasher("XXHash32");
+    hasher.update(await readFile(localPath(small[0]!.fileUrl)));
+    expect(xxh32.find((e) => e.fileUrl === small[0]!.fileUrl)?.digest).toBe(hasher.digest());
+    expect(limiter.active).toBe(0);
+  });
+
+  it("with a digest algorithm: refuses a COMPLETED instance, and answers Unavailable when no permit is free", async () => {
+    const instance = await registry.resolve(SOURCE);
+    await instance.status.markCompleted();
+    try {
+      await expectAgentError(peer.listFiles(undefined, "MD5"), "FailedPrecondition", /already marked COMPLETED/);
+      expect(await peer.listFiles()).toEqual(listing); // a plain listing is still served
+    } finally {
+      await instance.status.clear(SOURCE);
+    }
+    const tight = new RequestLimiter(1);
+    const busyServer = createPlaneServer({ registry, limiter: tight, logger: silentLogger, liveMigrationService: stubService });
+    const busyPeer = connectSourcePeer({ host: SOURCE, port: await busyServer.listen(SOURCE, 0) });
+    try {
+      const release = tight.acquire();
+      await expectAgentError(busyPeer.listFiles(undefined, "XXHash32"), "Unavailable", BUSY_MESSAGE);
+      expect(await busyPeer.listFiles()).toEqual(listing);
+      release();
+      expect((await busyPeer.listFiles(undefined, "XXHash32")).filter((e) => e.digest !== undefined).length).toBeGreaterThan(100);
+      expect(tight.active).toBe(0);
+    } finally {
+      busyPeer.close();
+      await busyServer.shutdown(500);
+    }
+  });
+
   it("refuses a destination instance (role guard, NOT_FOUND)", async () => {
     const wrongRole = connectSourcePeer({ host: SOURCE, port, authority: DESTINATION });
     try {

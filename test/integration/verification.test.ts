@@ -117,23 +117,32 @@ describe("files verification between two agents", () => {
     expect(listed.json).toHaveLength(1);
   });
 
-  it("a destination file corrupted with the same size and mtime: FAILED, digestMismatches 1, the file named", async () => {
+  it("destination files corrupted with the same size and mtime, one digested as listed and one over 1 MiB: FAILED, both named", async () => {
     const p = await start();
-    const file = path.join(p.destLayout.dataDirs[1]!, "ks2/tbl-2/nb-2-big-Data.db");
-    const bytes = await readFile(file);
-    bytes[bytes.length - 1] = bytes[bytes.length - 1]! ^ 0xff;
-    await writeFile(file, bytes);
-    await setMtimeMs(file, MTIME_MS);
-    const task = await verify(p);
-    expect(task).toMatchObject({
-      state: "FAILED",
-      digestMismatches: 1,
-      digestVerificationFailures: 0,
-      metadataMismatches: 0,
-      filesMatched: FILES - 1,
-      metadataMatched: FILES + DIRS,
-      mismatchedFiles: [fileUrl("data/1", "ks2/tbl-2/nb-2-big-Data.db")],
-    });
+    // The 70 kB file is digested by both listings; the 2 MB one by DigestFiles after them.
+    const corrupted = [
+      [p.destLayout.dataDirs[1]!, "data/1", "ks2/tbl-2/nb-2-big-Data.db"],
+      [p.destLayout.dataDirs[0]!, "data/0", "ks1/tbl-1/nb-1-big-Data.db"],
+    ] as const;
+    for (const [dir, , relPath] of corrupted) {
+      const file = path.join(dir, relPath);
+      const bytes = await readFile(file);
+      bytes[bytes.length - 1] = bytes[bytes.length - 1]! ^ 0xff;
+      await writeFile(file, bytes);
+      await setMtimeMs(file, MTIME_MS);
+    }
+    for (const digestAlgorithm of ["MD5", "XXHash32"]) {
+      const task = await verify(p, { maxConcurrency: 4, digestAlgorithm });
+      expect(task).toMatchObject({
+        state: "FAILED",
+        digestMismatches: 2,
+        digestVerificationFailures: 0,
+        metadataMismatches: 0,
+        filesMatched: FILES - 2,
+        metadataMatched: FILES + DIRS,
+      });
+      expect([...task.mismatchedFiles].sort()).toEqual(corrupted.map(([, prefix, relPath]) => fileUrl(prefix, relPath)).sort());
+    }
   });
 
   it("a file missing at the destination: filesNotFoundAtDestination 1", async () => {

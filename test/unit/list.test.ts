@@ -1,10 +1,13 @@
 /**
  * The listing walk (src/fs/list.ts): file URLs built one segment at a time must be fileUrlOf's,
  * the batches of walkRoots must be listRoots's entries, in the same order, and the walk through
- * the thread pool (slow metadata) must find what the synchronous one finds.
+ * the thread pool (slow metadata) must find what the synchronous one finds. A verification's
+ * walk must give the same entries, with the digests of exactly the small regular files.
  */
-import { rm } from "node:fs/promises";
+import { rm, symlink } from "node:fs/promises";
+import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
+import { digestFile, SYNC_DIGEST_MAX_BYTES } from "../../src/digest/digest.js";
 import { listRoots, walkRoots } from "../../src/fs/list.js";
 import { SyncBudget } from "../../src/fs/sync-budget.js";
 import { fileUrlOf } from "../../src/instance/directories.js";
@@ -55,7 +58,7 @@ describe("listing walk", () => {
     const walk = async (budget: SyncBudget) => {
       const tempFiles: string[] = [];
       const entries = [];
-      for await (const batch of walkRoots(instance.roots, instance.exclusions, 1000, tempFiles, budget)) entries.push(...batch);
+      for await (const batch of walkRoots(instance.roots, instance.exclusions, 1000, { tempFiles, budget })) entries.push(...batch);
       return { entries, tempFiles };
     };
     const alwaysAsync = new (class extends SyncBudget {
@@ -67,5 +70,40 @@ describe("listing walk", () => {
     expect(synchronous.entries).toHaveLength(10);
     expect(synchronous.tempFiles).toEqual([expect.stringMatching(/hints\/\.lm-sidecar\.1-3\.hints\.partial$/)]);
     expect(await walk(alwaysAsync)).toEqual(synchronous);
+  });
+
+  it("with a digest algorithm: the same entries, and the digest of each regular file of at most 1 MiB", async () => {
+    const instance = await oddTree();
+    const data0 = instance.config.dataDirs[0]!;
+    await writeTree(data0, {
+      "ks/big/at-limit-Data.db": { size: SYNC_DIGEST_MAX_BYTES, seed: 1 },
+      "ks/big/over-limit-Data.db": { size: SYNC_DIGEST_MAX_BYTES + 1, seed: 2 },
+      "ks/big/empty-Digest.crc32": "",
+    });
+    await symlink(path.join(data0, "ks/t~1.2_a/nb-1-big-TOC.txt"), path.join(data0, "ks/big/linked-TOC.txt"));
+    const plain = await listRoots(instance.roots, instance.exclusions);
+    for (const algorithm of ["MD5", "XXHash32", "XXH64"] as const) {
+      const listed = await listRoots(instance.roots, instance.exclusions, { digestAlgorithm: algorithm });
+      expect(listed.entries.map(({ digest: _, ...entry }) => entry)).toEqual(plain.entries);
+      expect(listed.tempFiles).toEqual(plain.tempFiles);
+      const digested = listed.entries.filter((e) => e.digest !== undefined).map((e) => path.relative(data0, e.absPath));
+      expect(digested.sort()).toEqual(
+        ["ks/big/at-limit-Data.db", "ks/big/empty-Digest.crc32", "ks/caf\u00e9 x/plain-Data.db", "ks/caf\u00e9 x/x!'()*y%.db", "ks/t~1.2_a/nb-1-big-TOC.txt"]
+          .concat(["../data1/\u{1F600}/f", "../hints/1-2.hints"])
+          .sort(),
+      );
+      for (const entry of listed.entries.filter((e) => e.digest !== undefined)) {
+        expect(entry.digest, `${algorithm} ${entry.relPath}`).toBe(await digestFile(entry.absPath, algorithm));
+      }
+    }
+    // The slow-metadata walk lists the same entries and leaves every digest to the caller.
+    const alwaysAsync = new (class extends SyncBudget {
+      override get fast(): boolean {
+        return false;
+      }
+    })();
+    const slow = [];
+    for await (const batch of walkRoots(instance.roots, instance.exclusions, 1000, { budget: alwaysAsync, digestAlgorithm: "MD5" })) slow.push(...batch);
+    expect(slow).toEqual(plain.entries);
   });
 });

@@ -114,6 +114,19 @@ describe("hand-encoded ListFiles responses", () => {
     expect(decoded.files.map(fromInstanceFile)).toEqual(entries);
   });
 
+  it("encode a verification's listing, one digest per file, empty ones included, exactly as toBinary", () => {
+    const files = [
+      { fileUrl: "/api/v1/live-migration/files/data/0/ks/t/nb-1-big-Data.db", size: 10n, fileType: FileType.FILE, lastModifiedTime: 7n },
+      { fileUrl: "/api/v1/live-migration/files/data/0/ks/t", size: -1n, fileType: FileType.DIRECTORY, lastModifiedTime: 7n },
+      { fileUrl: "/api/v1/live-migration/files/data/0/ks/t/nb-1-big-Index.db", size: 0n, fileType: FileType.FILE, lastModifiedTime: 7n },
+    ];
+    const digests = ["1B2M2Y8AsgTpgAmY7PhCfg==", "", "2cc5d05"];
+    const message = create(PeerServiceListFilesResponseSchema, { files, digests });
+    const wire = encodeListFilesResponse(message);
+    expect(wire!.toString("hex")).toBe(Buffer.from(toBinary(PeerServiceListFilesResponseSchema, message)).toString("hex"));
+    expect(fromBinary(PeerServiceListFilesResponseSchema, wire!).digests).toEqual(digests);
+  });
+
   it("leave messages with unknown fields or a negative enum to toBinary", () => {
     const withUnknown = create(PeerServiceListFilesResponseSchema, { files: [{ fileUrl: "/x", size: 1n }] });
     withUnknown.files[0]!.$unknown = [{ no: 9, wireType: 0, data: new Uint8Array([1]) }];
@@ -171,7 +184,7 @@ describe("ListFiles responses decoded straight into entries", () => {
       "unknown file type": wireOf([{ ...file, fileType: 7 as FileType }]),
       "negative file type": wireOf([{ ...file, fileType: -1 as FileType }]),
       "unknown field in the file": Buffer.concat([Buffer.from([0x0a, canonical[1]! + 2]), canonical.subarray(2), Buffer.from([0x28, 0x01])]),
-      "unknown field in the response": Buffer.concat([canonical, Buffer.from([0x10, 0x05])]),
+      "unknown field in the response": Buffer.concat([canonical, Buffer.from([0x18, 0x05])]),
       "over-long varint for the size": Buffer.from([0x0a, 0x04, 0x10, 0x85, 0x80, 0x00]),
       "truncated file": canonical.subarray(0, canonical.length - 2),
       "truncated varint": Buffer.from([0x0a, 0x02, 0x10, 0x80]),
@@ -185,6 +198,37 @@ describe("ListFiles responses decoded straight into entries", () => {
     expect(outcome(() => decodeListFilesResponse(cases["unspecified file type"]!))).toEqual({
       error: "AgentError: peer listed /api/v1/live-migration/files/data/0/f without a file type",
     });
+  });
+
+  it("give each entry its digest from a verification's listing, canonical or not; an empty digest is none", () => {
+    const files = [
+      { fileUrl: "/api/v1/live-migration/files/data/0/ks/t/a", size: 3n, fileType: FileType.FILE, lastModifiedTime: 9n },
+      { fileUrl: "/api/v1/live-migration/files/data/0/ks/t", size: -1n, fileType: FileType.DIRECTORY, lastModifiedTime: 9n },
+      { fileUrl: "/api/v1/live-migration/files/data/0/ks/t/caf\u00e9", size: 4n, fileType: FileType.FILE, lastModifiedTime: 9n },
+    ];
+    const expected: FileEntry[] = [
+      { fileUrl: files[0]!.fileUrl, size: 3, fileType: "FILE", lastModifiedTime: 9, digest: "ab12" },
+      { fileUrl: files[1]!.fileUrl, size: -1, fileType: "DIRECTORY", lastModifiedTime: 9 },
+      { fileUrl: files[2]!.fileUrl, size: 4, fileType: "FILE", lastModifiedTime: 9, digest: "cd34" },
+    ];
+    const digests = ["ab12", "", "cd34"];
+    // The non-ASCII URL sends the message through fromBinary; without it, the direct path.
+    const bytes = toBinary(PeerServiceListFilesResponseSchema, create(PeerServiceListFilesResponseSchema, { files, digests }));
+    expect(decodeListFilesResponse(bytes)).toEqual(expected);
+    const ascii = create(PeerServiceListFilesResponseSchema, { files: files.slice(0, 2), digests: digests.slice(0, 2) });
+    expect(decodeListFilesResponse(encodeListFilesResponse(ascii)!)).toEqual(expected.slice(0, 2));
+  });
+
+  it("refuse any other number of digests than none or one per file, on both paths", () => {
+    const file = { fileUrl: "/api/v1/live-migration/files/data/0/f", size: 5n, fileType: FileType.FILE, lastModifiedTime: 9n };
+    const nonAscii = { ...file, fileUrl: "/api/v1/live-migration/files/data/0/caf\u00e9" };
+    for (const files of [[file, file], [nonAscii, nonAscii]]) {
+      const bytes = toBinary(PeerServiceListFilesResponseSchema, create(PeerServiceListFilesResponseSchema, { files, digests: ["ab12"] }));
+      expect(outcome(() => decodeListFilesResponse(bytes))).toEqual({ error: "AgentError: ListFiles sent 1 digests for 2 files" });
+    }
+    const digestsOnly = toBinary(PeerServiceListFilesResponseSchema, create(PeerServiceListFilesResponseSchema, { digests: ["ab12"] }));
+    expect(outcome(() => decodeListFilesResponse(digestsOnly))).toEqual({ error: "AgentError: ListFiles sent 1 digests for 0 files" });
+    expect(() => decodeListFilesResponse(digestsOnly)).toThrow(expect.objectContaining({ code: "DataLoss" }));
   });
 });
 
@@ -287,7 +331,7 @@ describe("DigestFiles responses decoded straight into results", () => {
       "error code 2^32 + 5 (int32 reads 5)": Buffer.from([0x0a, 0x0a, 0x0a, 0x02, 0x2f, 0x78, 0x18, 0x85, 0x80, 0x80, 0x80, 0x10]),
       "negative error code": wireOf([{ fileUrl: "/x", errorCode: -3 }]),
       "unknown field in the result": Buffer.concat([Buffer.from([0x0a, canonical[1]! + 2]), canonical.subarray(2), Buffer.from([0x28, 0x01])]),
-      "unknown field in the response": Buffer.concat([canonical, Buffer.from([0x10, 0x05])]),
+      "unknown field in the response": Buffer.concat([canonical, Buffer.from([0x18, 0x05])]),
       "truncated result": canonical.subarray(0, canonical.length - 1),
       "length past the end": Buffer.from([0x0a, 0x7f, 0x0a, 0x01, 0x2f]),
     };
@@ -399,7 +443,7 @@ describe("hand-coded ReadFiles responses", () => {
       "unknown field in the piece": Buffer.concat([Buffer.from([0x0a, canonical[1]! + 2]), canonical.subarray(2), Buffer.from([0x28, 0x01])]),
       "unknown field in the trailer": Buffer.from([0x0a, 0x06, 0x08, 0x01, 0x1a, 0x02, 0x20, 0x01]),
       "unknown field in the error": Buffer.from([0x0a, 0x06, 0x08, 0x01, 0x22, 0x02, 0x20, 0x01]),
-      "unknown field in the response": Buffer.concat([canonical, Buffer.from([0x10, 0x05])]),
+      "unknown field in the response": Buffer.concat([canonical, Buffer.from([0x18, 0x05])]),
       "truncated piece": canonical.subarray(0, canonical.length - 1),
       "data past the piece": Buffer.from([0x0a, 0x04, 0x08, 0x01, 0x12, 0x05, 1, 2, 3, 4, 5]),
     };

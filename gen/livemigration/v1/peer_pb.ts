@@ -17,12 +17,20 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file livemigration/v1/peer.proto.
  */
 export const file_livemigration_v1_peer: GenFile = /*@__PURE__*/
-  fileDesc("ChtsaXZlbWlncmF0aW9uL3YxL3BlZXIucHJvdG8SEGxpdmVtaWdyYXRpb24udjEiHQobUGVlclNlcnZpY2VMaXN0RmlsZXNSZXF1ZXN0Ik0KHFBlZXJTZXJ2aWNlTGlzdEZpbGVzUmVzcG9uc2USLQoFZmlsZXMYASADKAsyHi5saXZlbWlncmF0aW9uLnYxLkluc3RhbmNlRmlsZSJvCg9SZWFkRmlsZVJlcXVlc3QSEAoIZmlsZV91cmwYASABKAkSDgoGb2Zmc2V0GAIgASgDEhUKDWV4cGVjdGVkX3NpemUYAyABKAMSIwobZXhwZWN0ZWRfbGFzdF9tb2RpZmllZF90aW1lGAQgASgDImMKEFJlYWRGaWxlUmVzcG9uc2USDgoEZGF0YRgBIAEoDEgAEjQKB3RyYWlsZXIYAiABKAsyIS5saXZlbWlncmF0aW9uLnYxLlJlYWRGaWxlVHJhaWxlckgAQgkKB3BheWxvYWQiSgoPUmVhZEZpbGVUcmFpbGVyEg0KBXh4aDY0GAEgASgJEgwKBHNpemUYAiABKAMSGgoSbGFzdF9tb2RpZmllZF90aW1lGAMgASgDIkQKEFJlYWRGaWxlc1JlcXVlc3QSMAoFZmlsZXMYASADKAsyIS5saXZlbWlncmF0aW9uLnYxLlJlYWRGaWxlUmVxdWVzdCJFChFSZWFkRmlsZXNSZXNwb25zZRIwCgZwaWVjZXMYASADKAsyIC5saXZlbWlncmF0aW9uLnYxLlJlYWRGaWxlc1BpZWNlIpIBCg5SZWFkRmlsZXNQaWVjZRINCgVpbmRleBgBIAEoBRIMCgRkYXRhGAIgASgMEjIKB3RyYWlsZXIYAyABKAsyIS5saXZlbWlncmF0aW9uLnYxLlJlYWRGaWxlVHJhaWxlchIvCgVlcnJvchgEIAEoCzIgLmxpdmVtaWdyYXRpb24udjEuUmVhZEZpbGVzRXJyb3IiLwoOUmVhZEZpbGVzRXJyb3ISDAoEY29kZRgBIAEoBRIPCgdtZXNzYWdlGAIgASgJInYKEkRpZ2VzdEZpbGVzUmVxdWVzdBI0CglhbGdvcml0aG0YASABKA4yIS5saXZlbWlncmF0aW9uLnYxLkRpZ2VzdEFsZ29yaXRobRIRCglmaWxlX3VybHMYAiADKAkSFwoPbWF4X2NvbmN1cnJlbmN5GAMgASgFIkQKE0RpZ2VzdEZpbGVzUmVzcG9uc2USLQoHZGlnZXN0cxgBIAMoCzIcLmxpdmVtaWdyYXRpb24udjEuRmlsZURpZ2VzdCJZCgpGaWxlRGlnZXN0EhAKCGZpbGVfdXJsGAEgASgJEg4KBmRpZ2VzdBgCIAEoCRISCgplcnJvcl9jb2RlGAMgASgFEhUKDWVycm9yX21lc3NhZ2UYBCABKAkyhgMKC1BlZXJTZXJ2aWNlEmwKCUxpc3RGaWxlcxItLmxpdmVtaWdyYXRpb24udjEuUGVlclNlcnZpY2VMaXN0RmlsZXNSZXF1ZXN0Gi4ubGl2ZW1pZ3JhdGlvbi52MS5QZWVyU2VydmljZUxpc3RGaWxlc1Jlc3BvbnNlMAESUwoIUmVhZEZpbGUSIS5saXZlbWlncmF0aW9uLnYxLlJlYWRGaWxlUmVxdWVzdBoiLmxpdmVtaWdyYXRpb24udjEuUmVhZEZpbGVSZXNwb25zZTABElYKCVJlYWRGaWxlcxIiLmxpdmVtaWdyYXRpb24udjEuUmVhZEZpbGVzUmVxdWVzdBojLmxpdmVtaWdyYXRpb24udjEuUmVhZEZpbGVzUmVzcG9uc2UwARJcCgtEaWdlc3RGaWxlcxIkLmxpdmVtaWdyYXRpb24udjEuRGlnZXN0RmlsZXNSZXF1ZXN0GiUubGl2ZW1pZ3JhdGlvbi52MS5EaWdlc3RGaWxlc1Jlc3BvbnNlMAFiBnByb3RvMw", [file_livemigration_v1_common]);
+  fileDesc("ChtsaXZlbWlncmF0aW9uL3YxL3BlZXIucHJvdG8SEGxpdmVtaWdyYXRpb24udjEiWgobUGVlclNlcnZpY2VMaXN0RmlsZXNSZXF1ZXN0EjsKEGRpZ2VzdF9hbGdvcml0aG0YASABKA4yIS5saXZlbWlncmF0aW9uLnYxLkRpZ2VzdEFsZ29yaXRobSJeChxQZWVyU2VydmljZUxpc3RGaWxlc1Jlc3BvbnNlEi0KBWZpbGVzGAEgAygLMh4ubGl2ZW1pZ3JhdGlvbi52MS5JbnN0YW5jZUZpbGUSDwoHZGlnZXN0cxgCIAMoCSJvCg9SZWFkRmlsZVJlcXVlc3QSEAoIZmlsZV91cmwYASABKAkSDgoGb2Zmc2V0GAIgASgDEhUKDWV4cGVjdGVkX3NpemUYAyABKAMSIwobZXhwZWN0ZWRfbGFzdF9tb2RpZmllZF90aW1lGAQgASgDImMKEFJlYWRGaWxlUmVzcG9uc2USDgoEZGF0YRgBIAEoDEgAEjQKB3RyYWlsZXIYAiABKAsyIS5saXZlbWlncmF0aW9uLnYxLlJlYWRGaWxlVHJhaWxlckgAQgkKB3BheWxvYWQiSgoPUmVhZEZpbGVUcmFpbGVyEg0KBXh4aDY0GAEgASgJEgwKBHNpemUYAiABKAMSGgoSbGFzdF9tb2RpZmllZF90aW1lGAMgASgDIkQKEFJlYWRGaWxlc1JlcXVlc3QSMAoFZmlsZXMYASADKAsyIS5saXZlbWlncmF0aW9uLnYxLlJlYWRGaWxlUmVxdWVzdCJFChFSZWFkRmlsZXNSZXNwb25zZRIwCgZwaWVjZXMYASADKAsyIC5saXZlbWlncmF0aW9uLnYxLlJlYWRGaWxlc1BpZWNlIpIBCg5SZWFkRmlsZXNQaWVjZRINCgVpbmRleBgBIAEoBRIMCgRkYXRhGAIgASgMEjIKB3RyYWlsZXIYAyABKAsyIS5saXZlbWlncmF0aW9uLnYxLlJlYWRGaWxlVHJhaWxlchIvCgVlcnJvchgEIAEoCzIgLmxpdmVtaWdyYXRpb24udjEuUmVhZEZpbGVzRXJyb3IiLwoOUmVhZEZpbGVzRXJyb3ISDAoEY29kZRgBIAEoBRIPCgdtZXNzYWdlGAIgASgJInYKEkRpZ2VzdEZpbGVzUmVxdWVzdBI0CglhbGdvcml0aG0YASABKA4yIS5saXZlbWlncmF0aW9uLnYxLkRpZ2VzdEFsZ29yaXRobRIRCglmaWxlX3VybHMYAiADKAkSFwoPbWF4X2NvbmN1cnJlbmN5GAMgASgFIkQKE0RpZ2VzdEZpbGVzUmVzcG9uc2USLQoHZGlnZXN0cxgBIAMoCzIcLmxpdmVtaWdyYXRpb24udjEuRmlsZURpZ2VzdCJZCgpGaWxlRGlnZXN0EhAKCGZpbGVfdXJsGAEgASgJEg4KBmRpZ2VzdBgCIAEoCRISCgplcnJvcl9jb2RlGAMgASgFEhUKDWVycm9yX21lc3NhZ2UYBCABKAkyhgMKC1BlZXJTZXJ2aWNlEmwKCUxpc3RGaWxlcxItLmxpdmVtaWdyYXRpb24udjEuUGVlclNlcnZpY2VMaXN0RmlsZXNSZXF1ZXN0Gi4ubGl2ZW1pZ3JhdGlvbi52MS5QZWVyU2VydmljZUxpc3RGaWxlc1Jlc3BvbnNlMAESUwoIUmVhZEZpbGUSIS5saXZlbWlncmF0aW9uLnYxLlJlYWRGaWxlUmVxdWVzdBoiLmxpdmVtaWdyYXRpb24udjEuUmVhZEZpbGVSZXNwb25zZTABElYKCVJlYWRGaWxlcxIiLmxpdmVtaWdyYXRpb24udjEuUmVhZEZpbGVzUmVxdWVzdBojLmxpdmVtaWdyYXRpb24udjEuUmVhZEZpbGVzUmVzcG9uc2UwARJcCgtEaWdlc3RGaWxlcxIkLmxpdmVtaWdyYXRpb24udjEuRGlnZXN0RmlsZXNSZXF1ZXN0GiUubGl2ZW1pZ3JhdGlvbi52MS5EaWdlc3RGaWxlc1Jlc3BvbnNlMAFiBnByb3RvMw", [file_livemigration_v1_common]);
 
 /**
  * @generated from message livemigration.v1.PeerServiceListFilesRequest
  */
 export type PeerServiceListFilesRequest = Message<"livemigration.v1.PeerServiceListFilesRequest"> & {
+  /**
+   * UNSPECIFIED (the default): a plain listing. Otherwise each regular file of at most 1 MiB is
+   * digested through the descriptor its size and mtime were read from, in the same pass as the
+   * listing: one path lookup per file instead of one for the listing and one for DigestFiles.
+   *
+   * @generated from field: livemigration.v1.DigestAlgorithm digest_algorithm = 1;
+   */
+  digestAlgorithm: DigestAlgorithm;
 };
 
 /**
@@ -40,6 +48,16 @@ export type PeerServiceListFilesResponse = Message<"livemigration.v1.PeerService
    * @generated from field: repeated livemigration.v1.InstanceFile files = 1;
    */
   files: InstanceFile[];
+
+  /**
+   * Empty unless the request named a digest_algorithm; then exactly one per entry of `files`:
+   * digests[i] is the digest of files[i], encoded as DigestAlgorithm documents, or empty when the
+   * file was not digested (a directory, a file over 1 MiB, a symlink, a file that failed to
+   * read). The caller gets those from DigestFiles, which reports each failure.
+   *
+   * @generated from field: repeated string digests = 2;
+   */
+  digests: string[];
 };
 
 /**
@@ -354,7 +372,10 @@ export const FileDigestSchema: GenMessage<FileDigest> = /*@__PURE__*/
 export const PeerService: GenService<{
   /**
    * Every migratable file and directory of the instance, in batches. A file that vanishes
-   * during the walk (compaction) is left out instead of failing the listing.
+   * during the walk (compaction) is left out instead of failing the listing. With a
+   * digest_algorithm the source also digests the small regular files as it lists them (a
+   * verification), and then refuses a COMPLETED instance (FAILED_PRECONDITION) and counts the
+   * stream against max_concurrent_file_requests (UNAVAILABLE when none is free), as DigestFiles does.
    *
    * @generated from rpc livemigration.v1.PeerService.ListFiles
    */

@@ -18,7 +18,7 @@ import { AgentError, throwIfAborted } from "../../errors.js";
 import { SyncBudget } from "../../fs/sync-budget.js";
 import type { SourcePeer } from "../peer.js";
 import { backoffDelayMs, sleep } from "../retry.js";
-import type { DigestAlgorithmName } from "../types.js";
+import type { DigestAlgorithmName, FileEntry } from "../types.js";
 
 /** One file to digest on both sides. */
 export interface DigestWork {
@@ -27,6 +27,8 @@ export interface DigestWork {
   readonly absPath: string;
   /** Its size in the destination's listing (sizes the read buffer; the whole file is hashed whatever it says). */
   readonly size?: number;
+  /** The destination copy's digest, when its listing already took it (judgeListedDigests). */
+  readonly digest?: string;
 }
 
 export type DigestVerdict =
@@ -122,6 +124,27 @@ export async function compareDigests(options: DigestComparisonOptions): Promise<
   } finally {
     signal.removeEventListener("abort", abortInner);
   }
+}
+
+/**
+ * Judges the files whose digests both listings carry (a verification lists both sides with its
+ * algorithm, fs/list.ts), with the same rules as compareDigests, and returns the others (bigger
+ * files, symlinks, reads that failed), which compareDigests digests on both sides.
+ */
+export function judgeListedDigests(
+  files: readonly DigestWork[],
+  sourceListing: readonly FileEntry[],
+  onVerdict: (verdict: DigestVerdict) => void,
+): DigestWork[] {
+  const sourceDigests = new Map<string, string>();
+  for (const entry of sourceListing) if (entry.digest !== undefined) sourceDigests.set(entry.fileUrl, entry.digest);
+  const rest: DigestWork[] = [];
+  for (const file of files) {
+    const source = file.digest === undefined ? undefined : sourceDigests.get(file.fileUrl);
+    if (source === undefined) rest.push(file);
+    else onVerdict(verdictOf(file.fileUrl, { digest: file.digest! }, { digest: source }));
+  }
+  return rest;
 }
 
 function verdictOf(fileUrl: string, local: Side, source: Side): DigestVerdict {

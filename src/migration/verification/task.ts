@@ -17,6 +17,10 @@
  *               ├─ compare metadata by fileUrl ────┤
  *   list source ┘   (source retried on transient)  └─ digests (digests.ts) → COMPLETED | FAILED
  *
+ * Both listings are taken with the task's algorithm, so the small files come with their digests
+ * (each side opens such a file once, for its metadata and its bytes); the digest step then
+ * compares those and digests only the rest (files over 1 MiB, symlinks, failed reads) on both sides.
+ *
  * Cancel aborts one AbortController that reaches the source streams and the local hashers, so
  * the work stops within a read of 1 MiB or a stream round trip; no source request starts after it.
  */
@@ -30,7 +34,7 @@ import type { TaskDeps } from "../task-deps.js";
 import type { MigrationTask } from "../task-slot.js";
 import type { DigestAlgorithmName, FileEntry } from "../types.js";
 import { compareListings, type MetadataProblem } from "./compare.js";
-import { compareDigests, type DigestVerdict } from "./digests.js";
+import { compareDigests, type DigestVerdict, judgeListedDigests } from "./digests.js";
 
 /** How many fileUrls a view names at most. */
 export const MISMATCHED_FILES_CAP = 100;
@@ -201,14 +205,21 @@ export class VerificationTask implements VerificationTaskHandle {
         this.finish("FAILED");
         return;
       }
+      const toDigest = judgeListedDigests(comparison.matchedFiles, listings.source, (verdict) => this.record(verdict));
       this.log.info(
-        { metadataMatched: comparison.metadataMatched, filesToDigest: comparison.matchedFiles.length },
+        {
+          localListingMs: listings.localMs,
+          sourceListingMs: listings.sourceMs,
+          metadataMatched: comparison.metadataMatched,
+          digestsCompared: comparison.matchedFiles.length - toDigest.length,
+          filesToDigest: toDigest.length,
+        },
         "Files verification: metadata matched, comparing digests",
       );
       await compareDigests({
         peer,
         algorithm: this.options.algorithm,
-        files: comparison.matchedFiles,
+        files: toDigest,
         maxConcurrency: this.options.maxConcurrency,
         retry: this.options.deps.retry,
         signal,
@@ -234,16 +245,27 @@ export class VerificationTask implements VerificationTaskHandle {
     }
   }
 
-  /** Lists both sides at once; on a failure finishes FAILED and returns undefined. */
-  private async listBoth(peer: SourcePeer, signal: AbortSignal): Promise<{ local: LocalEntry[]; source: FileEntry[] } | undefined> {
+  /**
+   * Lists both sides at once, with their digests of small files; on a failure finishes FAILED
+   * and returns undefined. `localMs` and `sourceMs`: how long each listing took, for the log.
+   */
+  private async listBoth(
+    peer: SourcePeer,
+    signal: AbortSignal,
+  ): Promise<{ local: LocalEntry[]; source: FileEntry[]; localMs: number; sourceMs: number } | undefined> {
     const { instance, retry } = this.options.deps;
+    const digestAlgorithm = this.options.algorithm;
+    const started = performance.now();
+    const elapsedMs = () => Math.round(performance.now() - started);
+    let localMs = 0;
+    let sourceMs = 0;
     const [local, source] = await Promise.allSettled([
-      listRoots(instance.roots, instance.exclusions),
-      withRetries(() => peer.listFiles(signal), retry, {
+      listRoots(instance.roots, instance.exclusions, { digestAlgorithm }).finally(() => (localMs = elapsedMs())),
+      withRetries(() => peer.listFiles(signal, digestAlgorithm), retry, {
         signal,
         onRetry: (err, attempt, delayMs) =>
           this.log.debug({ err, attempt, delayMs }, `Files verification: source listing failed, retry ${attempt}/${retry.maxRetries}`),
-      }),
+      }).finally(() => (sourceMs = elapsedMs())),
     ]);
     if (!this.running) return undefined;
     if (source.status === "rejected") {
@@ -254,7 +276,7 @@ export class VerificationTask implements VerificationTaskHandle {
       this.finish("FAILED", `Failed to list local files: ${AgentError.from(local.reason).message}`);
       return undefined;
     }
-    return { local: local.value.entries, source: source.value };
+    return { local: local.value.entries, source: source.value, localMs, sourceMs };
   }
 
   private reportMetadataProblem(problem: MetadataProblem): void {

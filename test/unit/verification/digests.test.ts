@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { AgentError } from "../../../src/errors.js";
-import { batches, compareDigests, type DigestVerdict, type DigestWork } from "../../../src/migration/verification/digests.js";
+import type { FileEntry } from "../../../src/migration/types.js";
+import { batches, compareDigests, type DigestVerdict, type DigestWork, judgeListedDigests } from "../../../src/migration/verification/digests.js";
 import { makeEnv, SAMPLE_TREE, type Env } from "./fixtures.js";
 
 let env: Env | undefined;
@@ -33,6 +34,32 @@ async function run(e: Env, files: DigestWork[], extra: { maxConcurrency?: number
   });
   return { verdicts, retries };
 }
+
+describe("judgeListedDigests", () => {
+  it("judges the files both listings digested and returns the rest, in order, for compareDigests", () => {
+    const local: DigestWork[] = [
+      { fileUrl: "/f/same", absPath: "/d/same", digest: "aa" },
+      { fileUrl: "/f/differs", absPath: "/d/differs", digest: "bb" },
+      { fileUrl: "/f/local-only-digest", absPath: "/d/local-only-digest", digest: "cc" },
+      { fileUrl: "/f/source-only-digest", absPath: "/d/source-only-digest" },
+      { fileUrl: "/f/neither", absPath: "/d/neither", size: 5 << 20 },
+    ];
+    const source: FileEntry[] = [
+      { fileUrl: "/f/neither", size: 5 << 20, fileType: "FILE", lastModifiedTime: 1 },
+      { fileUrl: "/f/source-only-digest", size: 1, fileType: "FILE", lastModifiedTime: 1, digest: "dd" },
+      { fileUrl: "/f/differs", size: 1, fileType: "FILE", lastModifiedTime: 1, digest: "BB" },
+      { fileUrl: "/f/same", size: 1, fileType: "FILE", lastModifiedTime: 1, digest: "aa" },
+      { fileUrl: "/f/local-only-digest", size: 1, fileType: "FILE", lastModifiedTime: 1 },
+    ];
+    const verdicts: DigestVerdict[] = [];
+    const rest = judgeListedDigests(local, source, (v) => verdicts.push(v));
+    expect(verdicts).toEqual([
+      { kind: "MATCH", fileUrl: "/f/same", digest: "aa" },
+      { kind: "MISMATCH", fileUrl: "/f/differs", localDigest: "bb", sourceDigest: "BB" },
+    ]);
+    expect(rest).toEqual(local.slice(2));
+  });
+});
 
 describe("batches", () => {
   it("splits by URL bytes and never leaves a URL out", () => {
