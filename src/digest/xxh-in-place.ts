@@ -101,4 +101,10 @@ export class XxhInPlace {
   digest(): string {
     return this.algorithm === "XXHash32" ? encodeXxh32(this.xxh.digest32(0)) : encodeXxh64(this.xxh.digest64(0));
   }
+
+  /** update(length), then digest(). */
+  finish(length: number): string {
+    this.update(length);
+    return this.digest();
+  }
 }

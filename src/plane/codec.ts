@@ -315,7 +315,9 @@ function withListedDigests(entries: FileEntry[], digests: readonly string[]): Fi
   if (digests.length !== entries.length) {
     throw new AgentError("DataLoss", `ListFiles sent ${digests.length} digests for ${entries.length} files`);
   }
-  return entries.map((entry, i) => (digests[i] !== "" ? { ...entry, digest: digests[i] } : entry));
+  // The entries were just decoded, and are ours: no copies of tens of thousands of them.
+  for (let i = 0; i < entries.length; i++) if (digests[i] !== "") (entries[i] as { digest?: string }).digest = digests[i];
+  return entries;
 }
 
 function decodeCanonicalListing(bytes: Uint8Array): { entries: FileEntry[]; digests: string[] } | undefined {
@@ -333,23 +335,27 @@ function decodeCanonicalListing(bytes: Uint8Array): { entries: FileEntry[]; dige
     if (fieldTag !== FILES_TAG) return undefined;
     const end = reader.lengthDelimited();
     if (end === undefined) return undefined;
-    const entry = { fileUrl: "", size: 0, fileType: 0, lastModifiedTime: 0 };
+    let fileUrl = "";
+    let size = 0;
+    let fileType = 0;
+    let lastModifiedTime = 0;
     while (reader.at < end) {
       const tag = reader.tag();
       if (tag === FILE_URL_TAG) {
-        const fileUrl = reader.ascii(end);
-        if (fileUrl === undefined) return undefined;
-        entry.fileUrl = fileUrl;
+        const url = reader.ascii(end);
+        if (url === undefined) return undefined;
+        fileUrl = url;
         continue;
       }
-      const field = tag === SIZE_TAG ? "size" : tag === FILE_TYPE_TAG ? "fileType" : tag === LAST_MODIFIED_TIME_TAG ? "lastModifiedTime" : undefined;
-      if (field === undefined) return undefined;
-      const value = reader.varint(field !== "fileType");
+      if (tag !== SIZE_TAG && tag !== FILE_TYPE_TAG && tag !== LAST_MODIFIED_TIME_TAG) return undefined;
+      const value = reader.varint(tag !== FILE_TYPE_TAG);
       if (value === undefined || reader.at > end) return undefined;
-      entry[field] = value;
+      if (tag === SIZE_TAG) size = value;
+      else if (tag === FILE_TYPE_TAG) fileType = value;
+      else lastModifiedTime = value;
     }
-    if (entry.fileType !== FileType.FILE && entry.fileType !== FileType.DIRECTORY) return undefined;
-    entries.push({ ...entry, fileType: entry.fileType === FileType.DIRECTORY ? "DIRECTORY" : "FILE" });
+    if (fileType !== FileType.FILE && fileType !== FileType.DIRECTORY) return undefined;
+    entries.push({ fileUrl, size, fileType: fileType === FileType.DIRECTORY ? "DIRECTORY" : "FILE", lastModifiedTime });
   }
   return { entries, digests };
 }

@@ -44,7 +44,7 @@ describe("digests", () => {
     }
   });
 
-  it("read digesters hash XXHash32 and XXH64 in place, file after file, like the streaming hashers", () => {
+  it("read digesters hash XXHash32 and XXH64 in place, file after file, like the streaming hashers, by update or finish", () => {
     // An odd capacity, so that updates split the input at offsets that are not multiples of the
     // hash's 16/32-byte stripes; inputs of different lengths one after the other, so that a state
     // left by the previous file would show.
@@ -63,6 +63,19 @@ describe("digests", () => {
         const h = createHasher(alg);
         h.update(input);
         expect(digester.digest(), `${alg} of ${input.length} bytes`).toBe(h.digest());
+      }
+      // finish(): the last bytes and the digest at once (MD5: one crypto.hash call when it is the only one).
+      for (const input of inputs) {
+        digester.begin();
+        let at = 0;
+        for (; input.length - at > capacity; at += capacity) {
+          digester.buffer.set(input.subarray(at, at + capacity));
+          digester.update(capacity);
+        }
+        digester.buffer.set(input.subarray(at));
+        const h = createHasher(alg);
+        h.update(input);
+        expect(digester.finish(input.length - at), `${alg} of ${input.length} bytes, finished`).toBe(h.digest());
       }
     }
   });

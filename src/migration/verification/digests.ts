@@ -19,6 +19,7 @@ import { SyncBudget } from "../../fs/sync-budget.js";
 import type { SourcePeer } from "../peer.js";
 import { backoffDelayMs, sleep } from "../retry.js";
 import type { DigestAlgorithmName, FileEntry } from "../types.js";
+import type { MatchedFile } from "./compare.js";
 
 /** One file to digest on both sides. */
 export interface DigestWork {
@@ -131,18 +132,14 @@ export async function compareDigests(options: DigestComparisonOptions): Promise<
  * algorithm, fs/list.ts), with the same rules as compareDigests, and returns the others (bigger
  * files, symlinks, reads that failed), which compareDigests digests on both sides.
  */
-export function judgeListedDigests(
-  files: readonly DigestWork[],
-  sourceListing: readonly FileEntry[],
+export function judgeListedDigests<W extends DigestWork>(
+  files: readonly MatchedFile<W & FileEntry>[],
   onVerdict: (verdict: DigestVerdict) => void,
-): DigestWork[] {
-  const sourceDigests = new Map<string, string>();
-  for (const entry of sourceListing) if (entry.digest !== undefined) sourceDigests.set(entry.fileUrl, entry.digest);
-  const rest: DigestWork[] = [];
-  for (const file of files) {
-    const source = file.digest === undefined ? undefined : sourceDigests.get(file.fileUrl);
-    if (source === undefined) rest.push(file);
-    else onVerdict(verdictOf(file.fileUrl, { digest: file.digest! }, { digest: source }));
+): W[] {
+  const rest: W[] = [];
+  for (const { local, source } of files) {
+    if (local.digest === undefined || source.digest === undefined) rest.push(local);
+    else onVerdict(verdictOf(local.fileUrl, { digest: local.digest }, { digest: source.digest }));
   }
   return rest;
 }

@@ -205,7 +205,7 @@ export class VerificationTask implements VerificationTaskHandle {
         this.finish("FAILED");
         return;
       }
-      const toDigest = judgeListedDigests(comparison.matchedFiles, listings.source, (verdict) => this.record(verdict));
+      const toDigest = judgeListedDigests(comparison.matchedFiles, (verdict) => this.record(verdict));
       this.log.info(
         {
           localListingMs: listings.localMs,

@@ -23,7 +23,7 @@ describe("compareListings", () => {
     const c = compareListings(local, source);
     expect(c).toMatchObject({ metadataMatched: 4, metadataMismatches: 0, filesNotFoundAtSource: 0, filesNotFoundAtDestination: 0 });
     expect(c.problems).toEqual([]);
-    expect(c.matchedFiles.map((f) => f.fileUrl)).toEqual([P + "ks/b", P + "ks/a", P + "ks/empty"]);
+    expect(c.matchedFiles.map((f) => f.local.fileUrl)).toEqual([P + "ks/b", P + "ks/a", P + "ks/empty"]);
   });
 
   it("counts entries found on one side only, directories too", () => {
@@ -46,6 +46,22 @@ describe("compareListings", () => {
     const c = compareListings([file("a", 10), file("b", 10, 1), file("c")], [file("a", 11), file("b", 10, 2), file("c")]);
     expect(c).toMatchObject({ metadataMatched: 1, metadataMismatches: 2 });
     expect(c.problems[0]!.detail).toBe("destination has FILE size=10 lastModifiedTime=1000, source has FILE size=11 lastModifiedTime=1000");
-    expect(c.matchedFiles.map((f) => f.fileUrl)).toEqual([P + "c"]);
+    expect(c.matchedFiles.map((f) => f.local.fileUrl)).toEqual([P + "c"]);
+  });
+
+  it("pairs listings in the same order without a map, with the same result as in any other order", () => {
+    const local = [dir("ks"), file("ks/a"), file("ks/b", 10, 1000), dir("ks/t"), file("ks/t/c", 7), file("ks/t/d")];
+    const source = [dir("ks", 3), file("ks/a"), file("ks/b", 10, 1001), file("ks/t", 4), file("ks/t/c", 7), file("ks/t/d")];
+    const aligned = compareListings(local, source);
+    expect(aligned).toMatchObject({ metadataMatched: 4, metadataMismatches: 2, filesNotFoundAtSource: 0, filesNotFoundAtDestination: 0 });
+    expect(aligned.problems.map((p) => p.fileUrl)).toEqual([P + "ks/b", P + "ks/t"]);
+    expect(aligned.matchedFiles).toEqual([
+      { local: local[1], source: source[1] },
+      { local: local[4], source: source[4] },
+      { local: local[5], source: source[5] },
+    ]);
+    expect(aligned.matchedFiles[0]!.source).toBe(source[1]);
+    expect(compareListings(local, [...source].reverse())).toEqual(aligned);
+    expect(compareListings(local, [source[1]!, source[0]!, ...source.slice(2)])).toEqual(aligned);
   });
 });

@@ -45,19 +45,20 @@ describe("judgeListedDigests", () => {
       { fileUrl: "/f/neither", absPath: "/d/neither", size: 5 << 20 },
     ];
     const source: FileEntry[] = [
-      { fileUrl: "/f/neither", size: 5 << 20, fileType: "FILE", lastModifiedTime: 1 },
-      { fileUrl: "/f/source-only-digest", size: 1, fileType: "FILE", lastModifiedTime: 1, digest: "dd" },
-      { fileUrl: "/f/differs", size: 1, fileType: "FILE", lastModifiedTime: 1, digest: "BB" },
       { fileUrl: "/f/same", size: 1, fileType: "FILE", lastModifiedTime: 1, digest: "aa" },
+      { fileUrl: "/f/differs", size: 1, fileType: "FILE", lastModifiedTime: 1, digest: "BB" },
       { fileUrl: "/f/local-only-digest", size: 1, fileType: "FILE", lastModifiedTime: 1 },
+      { fileUrl: "/f/source-only-digest", size: 1, fileType: "FILE", lastModifiedTime: 1, digest: "dd" },
+      { fileUrl: "/f/neither", size: 5 << 20, fileType: "FILE", lastModifiedTime: 1 },
     ];
+    const matched = local.map((entry, i) => ({ local: { ...entry, size: entry.size ?? 1, fileType: "FILE" as const, lastModifiedTime: 1 }, source: source[i]! }));
     const verdicts: DigestVerdict[] = [];
-    const rest = judgeListedDigests(local, source, (v) => verdicts.push(v));
+    const rest = judgeListedDigests(matched, (v) => verdicts.push(v));
     expect(verdicts).toEqual([
       { kind: "MATCH", fileUrl: "/f/same", digest: "aa" },
       { kind: "MISMATCH", fileUrl: "/f/differs", localDigest: "bb", sourceDigest: "BB" },
     ]);
-    expect(rest).toEqual(local.slice(2));
+    expect(rest).toEqual(matched.slice(2).map((m) => m.local));
   });
 });
 
