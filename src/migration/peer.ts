@@ -41,11 +41,14 @@ export interface DigestResult {
 export interface SourcePeer {
   /** The source instance's completion record. */
   migrationStatus(signal?: AbortSignal): Promise<MigrationStatus>;
+  /** The source instance's full listing. */
+  listFiles(signal?: AbortSignal): Promise<FileEntry[]>;
   /**
-   * The source instance's full listing. With a digest algorithm (a verification), the small
-   * regular files come with their digest (FileEntry.digest); the others are for digestFiles.
+   * The same listing batch by batch, as the source walks, with the digests of its small regular
+   * files (FileEntry.digest) in `digestAlgorithm`: a verification's listing. Files without a
+   * digest are for digestFiles.
    */
-  listFiles(signal?: AbortSignal, digestAlgorithm?: DigestAlgorithmName): Promise<FileEntry[]>;
+  listFilesWithDigests(digestAlgorithm: DigestAlgorithmName, signal?: AbortSignal): AsyncIterable<readonly FileEntry[]>;
   /** Streams a file from an offset; data messages then exactly one trailer. */
   readFile(request: ReadFileRequest, signal?: AbortSignal): AsyncIterable<ReadFileMessage>;
   /**

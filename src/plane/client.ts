@@ -163,13 +163,14 @@ export function connectSourcePeer(options: SourcePeerOptions): SourcePeer {
       return fromMigrationStatus(await unary(METHODS.getMigrationStatus, create(GetMigrationStatusRequestSchema), signal));
     },
 
-    async listFiles(signal?: AbortSignal, digestAlgorithm?: DigestAlgorithmName): Promise<FileEntry[]> {
+    listFilesWithDigests(digestAlgorithm: DigestAlgorithmName, signal?: AbortSignal): AsyncIterable<FileEntry[]> {
+      const request = create(PeerServiceListFilesRequestSchema, { digestAlgorithm: toDigestAlgorithm(digestAlgorithm) });
+      return serverStream(main, METHODS.listFiles, request, signal);
+    },
+
+    async listFiles(signal?: AbortSignal): Promise<FileEntry[]> {
       const entries: FileEntry[] = [];
-      const request = create(
-        PeerServiceListFilesRequestSchema,
-        digestAlgorithm !== undefined ? { digestAlgorithm: toDigestAlgorithm(digestAlgorithm) } : {},
-      );
-      for await (const batch of serverStream(main, METHODS.listFiles, request, signal)) {
+      for await (const batch of serverStream(main, METHODS.listFiles, create(PeerServiceListFilesRequestSchema), signal)) {
         for (const entry of batch) entries.push(entry);
       }
       return entries;

@@ -37,7 +37,7 @@ import { InstanceRegistry } from "../../src/instance/registry.js";
 import { silentLogger } from "../../src/log.js";
 import type { BatchReadMessage, ReadFileMessage, ReadFileTrailer, SourcePeer } from "../../src/migration/peer.js";
 import { BUSY_MESSAGE, RequestLimiter } from "../../src/migration/request-limiter.js";
-import type { FileEntry } from "../../src/migration/types.js";
+import type { DigestAlgorithmName, FileEntry } from "../../src/migration/types.js";
 import { connectSourcePeer } from "../../src/plane/client.js";
 import { methodDefinition } from "../../src/plane/definition.js";
 import { PACK_BYTES } from "../../src/plane/peer-service.js";
@@ -245,6 +245,13 @@ afterAll(async () => {
   if (base) await rm(base, { recursive: true, force: true });
 });
 
+/** A verification's listing (ListFiles with a digest algorithm), its batches joined. */
+async function listedWithDigests(source: SourcePeer, algorithm: DigestAlgorithmName): Promise<FileEntry[]> {
+  const entries: FileEntry[] = [];
+  for await (const batch of source.listFilesWithDigests(algorithm)) entries.push(...batch);
+  return entries;
+}
+
 describe("PeerService.ListFiles", () => {
   it("lists what an independent walk finds", async () => {
     const expected = await independentListing();
@@ -258,7 +265,7 @@ describe("PeerService.ListFiles", () => {
     const files = listing.filter((e) => e.fileType === "FILE");
     const viaDigestFiles = new Map<string, string>();
     for await (const r of peer.digestFiles("MD5", files.map((e) => e.fileUrl), 4)) viaDigestFiles.set(r.fileUrl, r.digest!);
-    const listed = await peer.listFiles(undefined, "MD5");
+    const listed = await listedWithDigests(peer, "MD5");
     expect(listed.map(({ digest: _, ...entry }) => entry)).toEqual(listing);
     const small = files.filter((e) => e.size <= MiB);
     expect(small.length).toBeGreaterThan(100);
@@ -266,7 +273,7 @@ describe("PeerService.ListFiles", () => {
     const digestOf = new Map(listed.map((e) => [e.fileUrl, e.digest]));
     for (const e of files) expect(digestOf.get(e.fileUrl), e.fileUrl).toBe(e.size <= MiB ? viaDigestFiles.get(e.fileUrl) : undefined);
     expect(listed.filter((e) => e.fileType === "DIRECTORY").every((e) => e.digest === undefined)).toBe(true);
-    const xxh32 = await peer.listFiles(undefined, "XXHash32");
+    const xxh32 = await listedWithDigests(peer, "XXHash32");
     const hasher = createHasher("XXHash32");
     hasher.update(await readFile(localPath(small[0]!.fileUrl)));
     expect(xxh32.find((e) => e.fileUrl === small[0]!.fileUrl)?.digest).toBe(hasher.digest());
@@ -277,7 +284,7 @@ describe("PeerService.ListFiles", () => {
     const instance = await registry.resolve(SOURCE);
     await instance.status.markCompleted();
     try {
-      await expectAgentError(peer.listFiles(undefined, "MD5"), "FailedPrecondition", /already marked COMPLETED/);
+      await expectAgentError(listedWithDigests(peer, "MD5"), "FailedPrecondition", /already marked COMPLETED/);
       expect(await peer.listFiles()).toEqual(listing); // a plain listing is still served
     } finally {
       await instance.status.clear(SOURCE);
@@ -287,10 +294,10 @@ describe("PeerService.ListFiles", () => {
     const busyPeer = connectSourcePeer({ host: SOURCE, port: await busyServer.listen(SOURCE, 0) });
     try {
       const release = tight.acquire();
-      await expectAgentError(busyPeer.listFiles(undefined, "XXHash32"), "Unavailable", BUSY_MESSAGE);
+      await expectAgentError(listedWithDigests(busyPeer, "XXHash32"), "Unavailable", BUSY_MESSAGE);
       expect(await busyPeer.listFiles()).toEqual(listing);
       release();
-      expect((await busyPeer.listFiles(undefined, "XXHash32")).filter((e) => e.digest !== undefined).length).toBeGreaterThan(100);
+      expect((await listedWithDigests(busyPeer, "XXHash32")).filter((e) => e.digest !== undefined).length).toBeGreaterThan(100);
       expect(tight.active).toBe(0);
     } finally {
       busyPeer.close();

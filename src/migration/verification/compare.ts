@@ -7,6 +7,14 @@
  *   covers size, mtime and FILE/DIRECTORY differences.
  * - Only in the local listing: not found at the source. Only in the source's: not found at the
  *   destination. Directories count in both, like files.
+ *
+ * Both sides walk their trees in the same order (fs/list.ts), so the listings of an exact copy
+ * hold the same URLs at the same positions: ListingComparison pairs them as they arrive, and
+ * each pair is judged, handed on and forgotten while the walks go on. Only what does not pair
+ * up that way (from the first URL that differs on) waits for both listings to end, and is then
+ * compared by URL. Besides the map of tens of thousands of URLs (~70 ms of the destination's
+ * main thread for the small benchmark tree, after both listings), this saves keeping both
+ * listings whole: entries that outlive V8's young generation cost a collection each.
  */
 import type { FileEntry } from "../types.js";
 
@@ -49,79 +57,116 @@ function describe(e: FileEntry): string {
   return e.fileType === "DIRECTORY" ? "DIRECTORY" : `FILE size=${e.size} lastModifiedTime=${e.lastModifiedTime}`;
 }
 
-/**
- * Compares the destination's listing with the source's. Both sides walk their trees in the same
- * order (fs/list.ts), so the listings of an exact copy hold the same URLs at the same positions:
- * that case is judged pair by pair, without hashing 2 × tens of thousands of URLs into a map
- * (~70 ms of the destination's main thread for the small benchmark tree, after both listings).
- */
+/** Compares the destination's listing with the source's, both whole. */
 export function compareListings<L extends FileEntry>(local: readonly L[], source: readonly FileEntry[]): MetadataComparison<L> {
-  return compareAligned(local, source) ?? compareByUrl(local, source);
+  const matchedFiles: MatchedFile<L>[] = [];
+  const comparison = new ListingComparison<L>((file) => matchedFiles.push(file));
+  comparison.addLocal(local);
+  comparison.addSource(source);
+  return { ...comparison.finish(), matchedFiles };
 }
 
 /**
- * compareByUrl's result when the two listings name the same URLs in the same order; undefined
- * otherwise. (The same result whenever no URL repeats, and a walk of one filesystem never lists
- * one twice.)
+ * The comparison of two listings fed batch by batch, in listing order, as they arrive. Each
+ * metadata-matched file goes to `onMatchedFile` once (in local-listing order); the counters and
+ * problems come from finish(). The same result as a comparison keyed by URL whenever no URL
+ * repeats (a walk of one filesystem never lists one twice; a source that did would have its
+ * repeat counted as not found at the destination once the first one was paired).
  */
-function compareAligned<L extends FileEntry>(local: readonly L[], source: readonly FileEntry[]): MetadataComparison<L> | undefined {
-  if (local.length !== source.length) return undefined;
-  for (let i = 0; i < local.length; i++) if (local[i]!.fileUrl !== source[i]!.fileUrl) return undefined;
-  const problems: MetadataProblem[] = [];
-  const matchedFiles: MatchedFile<L>[] = [];
-  let metadataMatched = 0;
-  for (let i = 0; i < local.length; i++) {
-    const entry = local[i]!;
-    const other = source[i]!;
+export class ListingComparison<L extends FileEntry> {
+  private metadataMatched = 0;
+  private metadataMismatches = 0;
+  private readonly problems: MetadataProblem[] = [];
+  /** Entries not paired yet; arrays are replaced rather than shifted, so paired ones are let go. */
+  private local: L[] = [];
+  private source: FileEntry[] = [];
+  /** False from the first position where the URLs differ: everything after waits for finish(). */
+  private aligned = true;
+  private finished = false;
+
+  constructor(private readonly onMatchedFile: (file: MatchedFile<L>) => void) {}
+
+  addLocal(entries: readonly L[]): void {
+    for (const entry of entries) this.local.push(entry);
+    this.pairAligned();
+  }
+
+  addSource(entries: readonly FileEntry[]): void {
+    for (const entry of entries) this.source.push(entry);
+    this.pairAligned();
+  }
+
+  /** Compares what did not pair up by position, once both listings are complete; call once. */
+  finish(): Omit<MetadataComparison<L>, "matchedFiles"> {
+    if (this.finished) throw new Error("ListingComparison.finish called twice");
+    this.finished = true;
+    const rest = this.compareByUrl(this.local, this.source);
+    this.local = [];
+    this.source = [];
+    return {
+      metadataMatched: this.metadataMatched,
+      metadataMismatches: this.metadataMismatches,
+      filesNotFoundAtSource: rest.filesNotFoundAtSource,
+      filesNotFoundAtDestination: rest.filesNotFoundAtDestination,
+      problems: this.problems,
+    };
+  }
+
+  private pairAligned(): void {
+    if (!this.aligned) return;
+    const { local, source } = this;
+    const pairs = Math.min(local.length, source.length);
+    let i = 0;
+    for (; i < pairs; i++) {
+      if (local[i]!.fileUrl !== source[i]!.fileUrl) {
+        this.aligned = false;
+        break;
+      }
+      this.judge(local[i]!, source[i]!);
+    }
+    if (i > 0) {
+      this.local = local.slice(i);
+      this.source = source.slice(i);
+    }
+  }
+
+  private judge(entry: L, other: FileEntry): void {
     if (metadataMatches(entry, other)) {
-      metadataMatched++;
-      if (entry.fileType !== "DIRECTORY") matchedFiles.push({ local: entry, source: other });
+      this.metadataMatched++;
+      if (entry.fileType !== "DIRECTORY") this.onMatchedFile({ local: entry, source: other });
     } else {
-      problems.push(mismatch(entry, other));
+      this.metadataMismatches++;
+      this.problems.push({
+        fileUrl: entry.fileUrl,
+        kind: "METADATA_MISMATCH",
+        detail: `destination has ${describe(entry)}, source has ${describe(other)}`,
+      });
     }
   }
-  const metadataMismatches = problems.length;
-  return { metadataMatched, metadataMismatches, filesNotFoundAtSource: 0, filesNotFoundAtDestination: 0, problems, matchedFiles };
-}
 
-function mismatch(entry: FileEntry, other: FileEntry): MetadataProblem {
-  return {
-    fileUrl: entry.fileUrl,
-    kind: "METADATA_MISMATCH",
-    detail: `destination has ${describe(entry)}, source has ${describe(other)}`,
-  };
-}
-
-function compareByUrl<L extends FileEntry>(local: readonly L[], source: readonly FileEntry[]): MetadataComparison<L> {
-  const bySourceUrl = new Map<string, FileEntry>();
-  for (const entry of source) bySourceUrl.set(entry.fileUrl, entry);
-  const seenLocally = new Set<string>();
-  const problems: MetadataProblem[] = [];
-  const matchedFiles: MatchedFile<L>[] = [];
-  let metadataMatched = 0;
-  let metadataMismatches = 0;
-  let filesNotFoundAtSource = 0;
-  let filesNotFoundAtDestination = 0;
-
-  for (const entry of local) {
-    seenLocally.add(entry.fileUrl);
-    const other = bySourceUrl.get(entry.fileUrl);
-    if (other === undefined) {
+  /** Compares the entries that did not pair up by position, keyed by URL. */
+  private compareByUrl(local: readonly L[], source: readonly FileEntry[]): { filesNotFoundAtSource: number; filesNotFoundAtDestination: number } {
+    const bySourceUrl = new Map<string, FileEntry>();
+    for (const entry of source) bySourceUrl.set(entry.fileUrl, entry);
+    const seenLocally = new Set<string>();
+    let filesNotFoundAtSource = 0;
+    let filesNotFoundAtDestination = 0;
+    for (const entry of local) {
+      seenLocally.add(entry.fileUrl);
+      const other = bySourceUrl.get(entry.fileUrl);
+      if (other !== undefined) {
+        this.judge(entry, other);
+        continue;
+      }
       filesNotFoundAtSource++;
-      problems.push({ fileUrl: entry.fileUrl, kind: "NOT_FOUND_AT_SOURCE", detail: `${describe(entry)} exists only at the destination` });
-    } else if (metadataMatches(entry, other)) {
-      metadataMatched++;
-      if (entry.fileType !== "DIRECTORY") matchedFiles.push({ local: entry, source: other });
-    } else {
-      metadataMismatches++;
-      problems.push(mismatch(entry, other));
+      this.problems.push({ fileUrl: entry.fileUrl, kind: "NOT_FOUND_AT_SOURCE", detail: `${describe(entry)} exists only at the destination` });
     }
+    for (const entry of source) {
+      if (seenLocally.has(entry.fileUrl)) continue;
+      seenLocally.add(entry.fileUrl); // a duplicated source entry counts once
+      filesNotFoundAtDestination++;
+      this.problems.push({ fileUrl: entry.fileUrl, kind: "NOT_FOUND_AT_DESTINATION", detail: `${describe(entry)} exists only at the source` });
+    }
+    return { filesNotFoundAtSource, filesNotFoundAtDestination };
   }
-  for (const entry of source) {
-    if (seenLocally.has(entry.fileUrl)) continue;
-    seenLocally.add(entry.fileUrl); // a duplicated source entry counts once
-    filesNotFoundAtDestination++;
-    problems.push({ fileUrl: entry.fileUrl, kind: "NOT_FOUND_AT_DESTINATION", detail: `${describe(entry)} exists only at the source` });
-  }
-  return { metadataMatched, metadataMismatches, filesNotFoundAtSource, filesNotFoundAtDestination, problems, matchedFiles };
 }

@@ -128,20 +128,14 @@ export async function compareDigests(options: DigestComparisonOptions): Promise<
 }
 
 /**
- * Judges the files whose digests both listings carry (a verification lists both sides with its
- * algorithm, fs/list.ts), with the same rules as compareDigests, and returns the others (bigger
- * files, symlinks, reads that failed), which compareDigests digests on both sides.
+ * The verdict on a file whose digest both listings carry (a verification lists both sides with
+ * its algorithm, fs/list.ts), by the same rules as compareDigests; undefined when either lacks
+ * one (a bigger file, a symlink, a failed read), for compareDigests to digest on both sides.
  */
-export function judgeListedDigests<W extends DigestWork>(
-  files: readonly MatchedFile<W & FileEntry>[],
-  onVerdict: (verdict: DigestVerdict) => void,
-): W[] {
-  const rest: W[] = [];
-  for (const { local, source } of files) {
-    if (local.digest === undefined || source.digest === undefined) rest.push(local);
-    else onVerdict(verdictOf(local.fileUrl, { digest: local.digest }, { digest: source.digest }));
-  }
-  return rest;
+export function judgeListedDigest(file: MatchedFile<FileEntry>): DigestVerdict | undefined {
+  const { local, source } = file;
+  if (local.digest === undefined || source.digest === undefined) return undefined;
+  return verdictOf(local.fileUrl, { digest: local.digest }, { digest: source.digest });
 }
 
 function verdictOf(fileUrl: string, local: Side, source: Side): DigestVerdict {

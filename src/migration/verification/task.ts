@@ -24,20 +24,34 @@
  * Cancel aborts one AbortController that reaches the source streams and the local hashers, so
  * the work stops within a read of 1 MiB or a stream round trip; no source request starts after it.
  */
-import { AgentError } from "../../errors.js";
-import { listRoots, type LocalEntry } from "../../fs/list.js";
+import { AgentError, throwIfAborted } from "../../errors.js";
+import { type LocalEntry, walkRoots } from "../../fs/list.js";
 import type { Logger } from "../../log.js";
 import type { SourcePeer } from "../peer.js";
 import { withRetries } from "../retry.js";
 import type { VerificationState, VerificationTaskView } from "../task-api.js";
 import type { TaskDeps } from "../task-deps.js";
 import type { MigrationTask } from "../task-slot.js";
-import type { DigestAlgorithmName, FileEntry } from "../types.js";
-import { compareListings, type MetadataProblem } from "./compare.js";
-import { compareDigests, type DigestVerdict, judgeListedDigests } from "./digests.js";
+import type { DigestAlgorithmName } from "../types.js";
+import { ListingComparison, type MetadataComparison, type MetadataProblem } from "./compare.js";
+import { compareDigests, type DigestVerdict, judgeListedDigest } from "./digests.js";
 
 /** How many fileUrls a view names at most. */
 export const MISMATCHED_FILES_CAP = 100;
+/** Entries per batch of the local walk (the source's come in ListFiles batches). */
+const LOCAL_BATCH_ENTRIES = 1000;
+
+/** Both listings compared, with the verdicts of the digests they carried. */
+interface ListedComparison {
+  readonly comparison: Omit<MetadataComparison<LocalEntry>, "matchedFiles">;
+  /** Metadata-matched files either listing left without a digest: for compareDigests. */
+  readonly toDigest: LocalEntry[];
+  /** Files whose listed digests matched. */
+  readonly matches: number;
+  /** The other verdicts on listed digests (mismatches). */
+  readonly otherVerdicts: DigestVerdict[];
+  readonly listingMs: number;
+}
 
 /** What the manager needs of a verification task, live or restored from disk. */
 export interface VerificationTaskHandle extends MigrationTask {
@@ -193,9 +207,9 @@ export class VerificationTask implements VerificationTaskHandle {
     let peer: SourcePeer | undefined;
     try {
       peer = this.options.deps.connectSource();
-      const listings = await this.listBoth(peer, signal);
-      if (!this.running || listings === undefined) return;
-      const comparison = compareListings(listings.local, listings.source);
+      const listed = await this.listAndCompare(peer, signal);
+      if (!this.running || listed === undefined) return;
+      const { comparison } = listed;
       this.counters.metadataMatched = comparison.metadataMatched;
       this.counters.metadataMismatches = comparison.metadataMismatches;
       this.counters.filesNotFoundAtSource = comparison.filesNotFoundAtSource;
@@ -205,13 +219,15 @@ export class VerificationTask implements VerificationTaskHandle {
         this.finish("FAILED");
         return;
       }
-      const toDigest = judgeListedDigests(comparison.matchedFiles, (verdict) => this.record(verdict));
+      // Only now do the listings' digest verdicts count (Java: no digest work after a metadata failure).
+      this.counters.filesMatched += listed.matches;
+      for (const verdict of listed.otherVerdicts) this.record(verdict);
+      const toDigest = listed.toDigest;
       this.log.info(
         {
-          localListingMs: listings.localMs,
-          sourceListingMs: listings.sourceMs,
+          listingMs: listed.listingMs,
           metadataMatched: comparison.metadataMatched,
-          digestsCompared: comparison.matchedFiles.length - toDigest.length,
+          digestsCompared: listed.matches + listed.otherVerdicts.length,
           filesToDigest: toDigest.length,
         },
         "Files verification: metadata matched, comparing digests",
@@ -246,37 +262,68 @@ export class VerificationTask implements VerificationTaskHandle {
   }
 
   /**
-   * Lists both sides at once, with their digests of small files; on a failure finishes FAILED
-   * and returns undefined. `localMs` and `sourceMs`: how long each listing took, for the log.
+   * Lists both sides at once, each batch compared as it arrives (compare.ts), and judges the
+   * digests the listings carry (digests.ts). On a failure finishes FAILED and returns undefined.
+   * A retryable failure of the source's listing restarts both walks: the comparison has
+   * consumed the local one.
    */
-  private async listBoth(
-    peer: SourcePeer,
-    signal: AbortSignal,
-  ): Promise<{ local: LocalEntry[]; source: FileEntry[]; localMs: number; sourceMs: number } | undefined> {
+  private async listAndCompare(peer: SourcePeer, signal: AbortSignal): Promise<ListedComparison | undefined> {
     const { instance, retry } = this.options.deps;
     const digestAlgorithm = this.options.algorithm;
     const started = performance.now();
-    const elapsedMs = () => Math.round(performance.now() - started);
-    let localMs = 0;
-    let sourceMs = 0;
-    const [local, source] = await Promise.allSettled([
-      listRoots(instance.roots, instance.exclusions, { digestAlgorithm }).finally(() => (localMs = elapsedMs())),
-      withRetries(() => peer.listFiles(signal, digestAlgorithm), retry, {
+    let localError: AgentError | undefined;
+    const attempt = async (): Promise<ListedComparison> => {
+      const toDigest: LocalEntry[] = [];
+      const otherVerdicts: DigestVerdict[] = [];
+      let matches = 0;
+      const comparison = new ListingComparison<LocalEntry>((file) => {
+        const verdict = judgeListedDigest(file);
+        if (verdict === undefined) toDigest.push(file.local);
+        else if (verdict.kind === "MATCH") matches++;
+        else otherVerdicts.push(verdict);
+      });
+      // Either walk failing stops the other one.
+      const both = new AbortController();
+      const stopBoth = () => both.abort(signal.reason);
+      signal.addEventListener("abort", stopBoth, { once: true });
+      try {
+        await Promise.all([
+          (async () => {
+            try {
+              for await (const batch of walkRoots(instance.roots, instance.exclusions, LOCAL_BATCH_ENTRIES, { digestAlgorithm })) {
+                throwIfAborted(both.signal);
+                comparison.addLocal(batch);
+              }
+            } catch (err) {
+              if (both.signal.aborted) throw err;
+              localError = AgentError.from(err);
+              throw new AgentError("Internal", localError.message, { cause: err }); // never retried
+            }
+          })(),
+          (async () => {
+            for await (const batch of peer.listFilesWithDigests(digestAlgorithm, both.signal)) comparison.addSource(batch);
+          })(),
+        ]).catch((err: unknown) => {
+          both.abort(err);
+          throw err;
+        });
+      } finally {
+        signal.removeEventListener("abort", stopBoth);
+      }
+      return { comparison: comparison.finish(), toDigest, matches, otherVerdicts, listingMs: Math.round(performance.now() - started) };
+    };
+    try {
+      return await withRetries(attempt, retry, {
         signal,
         onRetry: (err, attempt, delayMs) =>
           this.log.debug({ err, attempt, delayMs }, `Files verification: source listing failed, retry ${attempt}/${retry.maxRetries}`),
-      }).finally(() => (sourceMs = elapsedMs())),
-    ]);
-    if (!this.running) return undefined;
-    if (source.status === "rejected") {
-      this.finish("FAILED", `Failed to list files at source ${this.source}: ${AgentError.from(source.reason).message}`);
+      });
+    } catch (err) {
+      if (!this.running) return undefined;
+      if (localError !== undefined) this.finish("FAILED", `Failed to list local files: ${localError.message}`);
+      else this.finish("FAILED", `Failed to list files at source ${this.source}: ${AgentError.from(err).message}`);
       return undefined;
     }
-    if (local.status === "rejected") {
-      this.finish("FAILED", `Failed to list local files: ${AgentError.from(local.reason).message}`);
-      return undefined;
-    }
-    return { local: local.value.entries, source: source.value, localMs, sourceMs };
   }
 
   private reportMetadataProblem(problem: MetadataProblem): void {

@@ -187,6 +187,11 @@ export class FakeSourcePeer implements SourcePeer {
     return (await listRoots(this.source.roots, this.source.exclusions)).entries.map(toFileEntry);
   }
 
+  /** A data copy never asks for a verification's listing. */
+  async *listFilesWithDigests(): AsyncGenerator<FileEntry[]> {
+    throw new AgentError("Unimplemented", "not used by the data copy");
+  }
+
   async *readFile(request: ReadFileRequest, signal?: AbortSignal): AsyncGenerator<ReadFileMessage> {
     const leave = this.enterStream();
     this.readFilesOpen++;

@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { AgentError } from "../../../src/errors.js";
 import type { FileEntry } from "../../../src/migration/types.js";
-import { batches, compareDigests, type DigestVerdict, type DigestWork, judgeListedDigests } from "../../../src/migration/verification/digests.js";
+import { batches, compareDigests, type DigestVerdict, type DigestWork, judgeListedDigest } from "../../../src/migration/verification/digests.js";
 import { makeEnv, SAMPLE_TREE, type Env } from "./fixtures.js";
 
 let env: Env | undefined;
@@ -35,30 +35,14 @@ async function run(e: Env, files: DigestWork[], extra: { maxConcurrency?: number
   return { verdicts, retries };
 }
 
-describe("judgeListedDigests", () => {
-  it("judges the files both listings digested and returns the rest, in order, for compareDigests", () => {
-    const local: DigestWork[] = [
-      { fileUrl: "/f/same", absPath: "/d/same", digest: "aa" },
-      { fileUrl: "/f/differs", absPath: "/d/differs", digest: "bb" },
-      { fileUrl: "/f/local-only-digest", absPath: "/d/local-only-digest", digest: "cc" },
-      { fileUrl: "/f/source-only-digest", absPath: "/d/source-only-digest" },
-      { fileUrl: "/f/neither", absPath: "/d/neither", size: 5 << 20 },
-    ];
-    const source: FileEntry[] = [
-      { fileUrl: "/f/same", size: 1, fileType: "FILE", lastModifiedTime: 1, digest: "aa" },
-      { fileUrl: "/f/differs", size: 1, fileType: "FILE", lastModifiedTime: 1, digest: "BB" },
-      { fileUrl: "/f/local-only-digest", size: 1, fileType: "FILE", lastModifiedTime: 1 },
-      { fileUrl: "/f/source-only-digest", size: 1, fileType: "FILE", lastModifiedTime: 1, digest: "dd" },
-      { fileUrl: "/f/neither", size: 5 << 20, fileType: "FILE", lastModifiedTime: 1 },
-    ];
-    const matched = local.map((entry, i) => ({ local: { ...entry, size: entry.size ?? 1, fileType: "FILE" as const, lastModifiedTime: 1 }, source: source[i]! }));
-    const verdicts: DigestVerdict[] = [];
-    const rest = judgeListedDigests(matched, (v) => verdicts.push(v));
-    expect(verdicts).toEqual([
-      { kind: "MATCH", fileUrl: "/f/same", digest: "aa" },
-      { kind: "MISMATCH", fileUrl: "/f/differs", localDigest: "bb", sourceDigest: "BB" },
-    ]);
-    expect(rest).toEqual(matched.slice(2).map((m) => m.local));
+describe("judgeListedDigest", () => {
+  it("judges a file both listings digested, by compareDigests's rules, and leaves any other to compareDigests", () => {
+    const entry = (digest?: string): FileEntry => ({ fileUrl: "/f/a", size: 1, fileType: "FILE", lastModifiedTime: 1, ...(digest !== undefined ? { digest } : {}) });
+    expect(judgeListedDigest({ local: entry("aa"), source: entry("aa") })).toEqual({ kind: "MATCH", fileUrl: "/f/a", digest: "aa" });
+    expect(judgeListedDigest({ local: entry("bb"), source: entry("BB") })).toEqual({ kind: "MISMATCH", fileUrl: "/f/a", localDigest: "bb", sourceDigest: "BB" });
+    expect(judgeListedDigest({ local: entry("cc"), source: entry() })).toBeUndefined();
+    expect(judgeListedDigest({ local: entry(), source: entry("dd") })).toBeUndefined();
+    expect(judgeListedDigest({ local: entry(), source: entry() })).toBeUndefined();
   });
 });
 

@@ -12,7 +12,7 @@ import type { InstanceConfig } from "../../../src/config/schema.js";
 import { digestFile } from "../../../src/digest/digest.js";
 import { AgentError } from "../../../src/errors.js";
 import { Exclusions } from "../../../src/fs/exclude.js";
-import { listRoots, toFileEntry } from "../../../src/fs/list.js";
+import { listRoots, walkRoots, toFileEntry } from "../../../src/fs/list.js";
 import { setMtimeMs } from "../../../src/fs/mtime.js";
 import { migrationRoots } from "../../../src/instance/directories.js";
 import type { InstanceContext } from "../../../src/instance/registry.js";
@@ -185,6 +185,10 @@ export class FakeSourcePeer implements SourcePeer {
   readonly listFaults: AgentError[] = [];
   /** Break the Nth (0-based) DigestFiles call with this error after `afterResults` results. */
   streamFault: { call: number; afterResults: number; error: AgentError } | undefined;
+  /** listFilesWithDigests digests the small files as the real source does. */
+  listedDigests = false;
+  /** The next listFilesWithDigests breaks with this error after `afterBatches` batches. */
+  listBreak: { afterBatches: number; error: AgentError } | undefined;
   /** Extra time each file's digest takes at the "source". */
   digestDelayMs = 0;
   listCalls = 0;
@@ -216,6 +220,27 @@ export class FakeSourcePeer implements SourcePeer {
     const fault = this.listFaults.shift();
     if (fault) throw fault;
     return (await listRoots(this.instance.roots, this.instance.exclusions)).entries.map(toFileEntry);
+  }
+
+  /**
+   * The real walk in batches of 4, after the same faults as listFiles. Without `listedDigests`
+   * the entries carry no digest (as from a source that digests none as it lists), so that every
+   * file goes through digestFiles.
+   */
+  async *listFilesWithDigests(digestAlgorithm: DigestAlgorithmName, signal?: AbortSignal): AsyncIterable<FileEntry[]> {
+    this.listCalls++;
+    if (signal?.aborted) throw new AgentError("Cancelled", "aborted");
+    const fault = this.listFaults.shift();
+    if (fault) throw fault;
+    const options = this.listedDigests ? { digestAlgorithm } : {};
+    const broken = this.listBreak;
+    this.listBreak = undefined;
+    let batches = 0;
+    for await (const batch of walkRoots(this.instance.roots, this.instance.exclusions, 4, options)) {
+      if (signal?.aborted) throw new AgentError("Cancelled", "aborted");
+      if (broken && batches++ === broken.afterBatches) throw broken.error;
+      yield batch.map((entry) => ({ ...toFileEntry(entry), ...(entry.digest !== undefined ? { digest: entry.digest } : {}) }));
+    }
   }
 
   async *readFile(): AsyncIterable<ReadFileMessage> {

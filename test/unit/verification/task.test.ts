@@ -106,6 +106,57 @@ describe("files verification: success", () => {
   });
 });
 
+describe("files verification: digests carried by both listings", () => {
+  const BIG = "data0/ks1/tbl-1/nb-9-big-Data.db";
+  const withBig: Tree = { ...SAMPLE_TREE, [BIG]: Buffer.alloc((1 << 20) + 1, 7) };
+
+  it("COMPLETED with DigestFiles asked only for the file over 1 MiB", async () => {
+    env = await makeEnv({ source: withBig, destination: withBig });
+    env.peer.listedDigests = true;
+    const view = await verify(env, "XXHash32");
+    expect(view).toMatchObject({ state: "COMPLETED", ...ZERO_FAILURES, metadataMatched: SAMPLE_FILES + 1 + SAMPLE_DIRS, filesMatched: SAMPLE_FILES + 1 });
+    expect(env.peer.digestCalls.map((c) => c.fileUrls)).toEqual([[env.source.url(BIG)]]);
+    expect(env.logs.lines.find((l) => l["msg"] === "Files verification: metadata matched, comparing digests")).toMatchObject({
+      digestsCompared: SAMPLE_FILES,
+      filesToDigest: 1,
+    });
+  });
+
+  it("a small file corrupted with the same size and mtime: DIGEST_MISMATCH from the listings alone", async () => {
+    env = await makeEnv();
+    env.peer.listedDigests = true;
+    const rel = "data0/ks1/tbl-1/nb-1-big-Index.db";
+    await writeFile(env.destination.abs(rel), "X" + (SAMPLE_TREE[rel] as string).slice(1));
+    await setMtimeMs(env.destination.abs(rel), MTIME_MS);
+    const view = await verify(env);
+    expect(view).toMatchObject({ state: "FAILED", digestMismatches: 1, filesMatched: SAMPLE_FILES - 1, mismatchedFiles: [env.destination.url(rel)] });
+    expect(env.peer.digestCalls).toEqual([]);
+    expect(env.logs.errors().filter((l) => l["check"] === "DIGEST_MISMATCH")).toHaveLength(1);
+  });
+
+  it("a metadata failure: FAILED with no digest counted, though the listings carried digests", async () => {
+    env = await makeEnv();
+    env.peer.listedDigests = true;
+    const corrupted = "data0/ks1/tbl-1/nb-1-big-Index.db";
+    await writeFile(env.destination.abs(corrupted), "X" + (SAMPLE_TREE[corrupted] as string).slice(1));
+    await setMtimeMs(env.destination.abs(corrupted), MTIME_MS);
+    await setMtimeMs(env.destination.abs("commitlog/CommitLog-7-1.log"), MTIME_MS + 1);
+    const view = await verify(env);
+    expect(view).toMatchObject({ state: "FAILED", metadataMismatches: 1, filesMatched: 0, digestMismatches: 0, digestVerificationFailures: 0 });
+    expect(view.mismatchedFiles).toEqual([env.destination.url("commitlog/CommitLog-7-1.log")]);
+  });
+
+  it("a source listing that breaks mid-stream starts both walks over: COMPLETED, nothing counted twice", async () => {
+    env = await makeEnv();
+    env.peer.listedDigests = true;
+    env.peer.listBreak = { afterBatches: 1, error: new AgentError("Unavailable", "connection reset") };
+    const view = await verify(env);
+    expect(view).toMatchObject({ state: "COMPLETED", ...ZERO_FAILURES, metadataMatched: SAMPLE_FILES + SAMPLE_DIRS, filesMatched: SAMPLE_FILES });
+    expect(env.peer.listCalls).toBe(2);
+    expect(env.peer.digestCalls).toEqual([]);
+  });
+});
+
 describe("files verification: failures", () => {
   it("content corrupted with the same size and mtime: FAILED, digestMismatches 1, file named and logged", async () => {
     env = await makeEnv();
