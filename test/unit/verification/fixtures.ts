@@ -189,6 +189,10 @@ export class FakeSourcePeer implements SourcePeer {
   listedDigests = false;
   /** The next listFilesWithDigests breaks with this error after `afterBatches` batches. */
   listBreak: { afterBatches: number; error: AgentError } | undefined;
+  /** Time listFilesWithDigests takes before each batch (ms). */
+  listBatchDelayMs = 0;
+  /** listFilesWithDigests calls that saw their signal abort. */
+  listsAborted = 0;
   /** Extra time each file's digest takes at the "source". */
   digestDelayMs = 0;
   listCalls = 0;
@@ -237,7 +241,11 @@ export class FakeSourcePeer implements SourcePeer {
     this.listBreak = undefined;
     let batches = 0;
     for await (const batch of walkRoots(this.instance.roots, this.instance.exclusions, 4, options)) {
-      if (signal?.aborted) throw new AgentError("Cancelled", "aborted");
+      if (this.listBatchDelayMs > 0) await new Promise((r) => setTimeout(r, this.listBatchDelayMs));
+      if (signal?.aborted) {
+        this.listsAborted++;
+        throw new AgentError("Cancelled", "aborted");
+      }
       if (broken && batches++ === broken.afterBatches) throw broken.error;
       yield batch.map((entry) => ({ ...toFileEntry(entry), ...(entry.digest !== undefined ? { digest: entry.digest } : {}) }));
     }

@@ -302,6 +302,27 @@ describe("files verification: cancel", () => {
     expect(env.peer.closes).toBe(1);
   });
 
+  it("cancel during the listings: CANCELLED within a second, the source listing aborted, nothing counted", async () => {
+    const tree: Tree = {};
+    for (let i = 0; i < 40; i++) tree[`data0/ks/t/f-${i}.db`] = `content ${i}`;
+    env = await makeEnv({ source: tree });
+    env.peer.listedDigests = true;
+    env.peer.listBatchDelayMs = 100;
+    const manager = new VerificationManager(env.deps, { store: null });
+    const { taskId } = await manager.create({ maxConcurrency: 2, digestAlgorithm: "XXHash32" });
+    await new Promise((r) => setTimeout(r, 250));
+    const cancelledAt = Date.now();
+    const view = await manager.cancel(taskId);
+    expect(view).toMatchObject({ state: "CANCELLED", metadataMatched: 0, filesMatched: 0, ...ZERO_FAILURES });
+    await env.deps.instance.slot.current()!.settled;
+    expect(Date.now() - cancelledAt).toBeLessThan(1_000);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(manager.get(taskId)).toEqual(view);
+    expect(env.peer.listsAborted).toBe(1);
+    expect(env.peer.listCalls).toBe(1);
+    expect(env.peer.digestCalls).toEqual([]);
+  });
+
   it("cancel while a source digest is being retried: no further digest calls", async () => {
     env = await makeEnv();
     const url = env.source.url("commitlog/CommitLog-7-1.log");
