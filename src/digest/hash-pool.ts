@@ -55,6 +55,7 @@ class HashThread {
     this.worker.on("message", (outcome: HashOutcome) => this.settle(outcome));
     this.worker.on("error", (err) => this.fail(new AgentError("Internal", `hash worker failed: ${err.message}`, { cause: err })));
     this.worker.on("exit", (code) => this.fail(new AgentError("Internal", `hash worker exited with code ${code}`)));
+    this.retireWhenIdle(); // a thread started ahead of its jobs (warmHashPool) that gets none
   }
 
   submit(job: HashJob, pending: Pending): void {
@@ -84,8 +85,12 @@ class HashThread {
     else job.reject(AgentError.from(Object.assign(new Error(outcome.error.message), { code: outcome.error.code })));
     if (this.pending.size === 0) {
       this.worker.unref();
-      this.idleTimer = setTimeout(() => this.fail(new AgentError("Internal", "hash worker retired")), POOL_IDLE_MS).unref();
+      this.retireWhenIdle();
     }
+  }
+
+  private retireWhenIdle(): void {
+    this.idleTimer = setTimeout(() => this.fail(new AgentError("Internal", "hash worker retired")), POOL_IDLE_MS).unref();
   }
 
   /** The thread goes (idle for POOL_IDLE_MS, crashed, exited): its unanswered jobs fail with `err`. */
@@ -161,6 +166,22 @@ function threadForNextJob(): HashThread {
 function flush(): void {
   flushScheduled = false;
   for (const thread of threads) thread?.flush();
+}
+
+/**
+ * Starts every pool thread that is not running, ahead of the big files a verification is about
+ * to hash: a thread takes ~0.1 s to start (its modules, the xxhash module), which then overlaps
+ * the listings instead of delaying the first big file on both agents (small-tree MD5
+ * verifications found their threads retired after the POOL_IDLE_MS since the last one). A
+ * thread that gets no job retires after POOL_IDLE_MS, as any idle one does.
+ */
+export function warmHashPool(): void {
+  for (let i = 0; i < threads.length; i++) threads[i] ??= new HashThread(forget);
+}
+
+/** Pool threads running now (for tests and diagnostics). */
+export function hashPoolThreads(): number {
+  return threads.filter((thread) => thread !== undefined).length;
 }
 
 /**

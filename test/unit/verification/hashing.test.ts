@@ -9,7 +9,7 @@ import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createHasher, digestFile, SYNC_DIGEST_MAX_BYTES } from "../../../src/digest/digest.js";
-import { digestFileOffThread } from "../../../src/digest/hash-pool.js";
+import { digestFileOffThread, hashPoolThreads, warmHashPool } from "../../../src/digest/hash-pool.js";
 import { SyncBudget } from "../../../src/fs/sync-budget.js";
 import { AgentError } from "../../../src/errors.js";
 import type { DigestAlgorithmName } from "../../../src/migration/types.js";
@@ -132,5 +132,18 @@ describe("hash pool", () => {
     const paths = await Promise.all(files.map((f) => file(f.name, f.bytes)));
     const digests = await Promise.all(paths.map((p, i) => digestFileOffThread(p, "MD5", { sizeHint: files[i]!.bytes.length })));
     expect(digests).toEqual(files.map((f) => expected("MD5", f.bytes)));
+  });
+
+  it("starts the pool's threads ahead of jobs (warmHashPool), never more than the pool holds, and uses them", async () => {
+    warmHashPool();
+    const started = hashPoolThreads();
+    expect(started).toBeGreaterThanOrEqual(1);
+    expect(started).toBeLessThanOrEqual(4);
+    warmHashPool();
+    expect(hashPoolThreads()).toBe(started);
+    const bytes = bytesOf(3 << 20, 77);
+    const big = await file("warm", bytes);
+    expect(await digestFileOffThread(big, "XXHash32", { sizeHint: bytes.length })).toBe(expected("XXHash32", bytes));
+    expect(hashPoolThreads()).toBe(started);
   });
 });
