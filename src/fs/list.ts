@@ -128,7 +128,8 @@ export async function* walkRoots(
           size: isDir ? -1 : Number(st.size),
           fileType: isDir ? "DIRECTORY" : "FILE",
           lastModifiedTime: mtimeMsOf(st),
-          ...(digest !== undefined ? { digest } : {}),
+          // Always present, so that every entry has one shape (no spread per entry).
+          digest,
         };
       };
       const statFailed = (absPath: string, err: unknown): undefined => {
