@@ -116,10 +116,11 @@ export async function* walkRoots(
       // absDir is normalized (roots are path.resolve'd) and a name has no slash: no path.join.
       const prefix = absDir === path.sep ? absDir : absDir + path.sep;
       const found: (LocalEntry | undefined)[] = new Array(names.length);
-      const entryOf = (dirent: Dirent, absPath: string, st: BigIntStats, digest?: string): LocalEntry | undefined => {
+      /** `included`: the caller already knows `absPath` to be a file that files_to_exclude does not match. */
+      const entryOf = (dirent: Dirent, absPath: string, st: BigIntStats, digest?: string, included = false): LocalEntry | undefined => {
         const isDir = st.isDirectory();
         if (!isDir && !st.isFile()) return undefined; // sockets, fifos, dangling links
-        if (isDir ? exclusions.isDirExcluded(root, absPath) : exclusions.isFileExcluded(root, absPath)) return undefined;
+        if (!included && (isDir ? exclusions.isDirExcluded(root, absPath) : exclusions.isFileExcluded(root, absPath))) return undefined;
         return {
           root,
           relPath: relDir === "" ? dirent.name : `${relDir}/${dirent.name}`,
@@ -159,7 +160,8 @@ export async function* walkRoots(
             // Only the filesystem calls are charged: hashing costs the same however the bytes were read.
             const turn = budget.charge(started + (digested?.hashingMs ?? 0));
             if (turn) await turn;
-            if (st) found[i] = entryOf(dirent, absPath, st, digested?.digest);
+            // A file opened for its digest was checked against files_to_exclude before.
+            if (st) found[i] = entryOf(dirent, absPath, st, digested?.digest, digested?.stats.isFile() === true);
           }
           i++;
           continue;

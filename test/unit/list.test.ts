@@ -106,4 +106,16 @@ describe("listing walk", () => {
     for await (const batch of walkRoots(instance.roots, instance.exclusions, 1000, { budget: alwaysAsync, digestAlgorithm: "MD5" })) slow.push(...batch);
     expect(slow).toEqual(plain.entries);
   });
+
+  it("with a digest algorithm, files_to_exclude and dirs_to_exclude still leave their paths out, unread", async () => {
+    const base = await tempDir("lm-list-");
+    dirs.push(base);
+    await writeTree(base, { "data0/ks/t/nb-1-big-TOC.txt": "toc", "data0/ks/t/nb-1-big-Data.db": "data", "data0/ks/t/backups/x.db": "b" });
+    const instance = makeInstance(instanceConfig(base), { filesToExclude: ["glob:**/*-TOC.txt"], dirsToExclude: ["glob:**/backups"] });
+    const plain = await listRoots(instance.roots, instance.exclusions);
+    const listed = await listRoots(instance.roots, instance.exclusions, { digestAlgorithm: "XXHash32" });
+    expect(listed.entries.map((e) => e.relPath)).toEqual(["ks", "ks/t", "ks/t/nb-1-big-Data.db"]);
+    expect(listed.entries.map(({ digest: _, ...entry }) => entry)).toEqual(plain.entries);
+    expect(listed.entries[2]!.digest).toBe(await digestFile(listed.entries[2]!.absPath, "XXHash32"));
+  });
 });

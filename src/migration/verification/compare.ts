@@ -28,15 +28,13 @@ export interface MetadataProblem {
   readonly detail: string;
 }
 
-export interface MetadataComparison<L extends FileEntry> {
+export interface MetadataComparison {
   readonly metadataMatched: number;
   readonly metadataMismatches: number;
   readonly filesNotFoundAtSource: number;
   readonly filesNotFoundAtDestination: number;
   /** Every failed entry: local-listing order first, then source-only entries in source order. */
   readonly problems: readonly MetadataProblem[];
-  /** Non-directory entries whose metadata matched, in local-listing order: the digest work. */
-  readonly matchedFiles: readonly MatchedFile<L>[];
 }
 
 /** A file whose metadata matched: the destination's entry and the source's. */
@@ -55,15 +53,6 @@ export function metadataMatches(local: FileEntry, source: FileEntry): boolean {
 
 function describe(e: FileEntry): string {
   return e.fileType === "DIRECTORY" ? "DIRECTORY" : `FILE size=${e.size} lastModifiedTime=${e.lastModifiedTime}`;
-}
-
-/** Compares the destination's listing with the source's, both whole. */
-export function compareListings<L extends FileEntry>(local: readonly L[], source: readonly FileEntry[]): MetadataComparison<L> {
-  const matchedFiles: MatchedFile<L>[] = [];
-  const comparison = new ListingComparison<L>((file) => matchedFiles.push(file));
-  comparison.addLocal(local);
-  comparison.addSource(source);
-  return { ...comparison.finish(), matchedFiles };
 }
 
 /**
@@ -97,7 +86,7 @@ export class ListingComparison<L extends FileEntry> {
   }
 
   /** Compares what did not pair up by position, once both listings are complete; call once. */
-  finish(): Omit<MetadataComparison<L>, "matchedFiles"> {
+  finish(): MetadataComparison {
     if (this.finished) throw new Error("ListingComparison.finish called twice");
     this.finished = true;
     const rest = this.compareByUrl(this.local, this.source);

@@ -13,13 +13,15 @@
  * after a cancel does nothing.
  *
  * Pipeline:
- *   list local ─┐                                  ┌─ any failure → FAILED (no digest work)
- *               ├─ compare metadata by fileUrl ────┤
- *   list source ┘   (source retried on transient)  └─ digests (digests.ts) → COMPLETED | FAILED
+ *   walk local ──┐                                   ┌─ any failure → FAILED (no digest counted)
+ *                ├─ metadata compared as they arrive ┤
+ *   list source ─┘   (compare.ts; a broken source    └─ digests (digests.ts) → COMPLETED | FAILED
+ *                     listing restarts both)
  *
  * Both listings are taken with the task's algorithm, so the small files come with their digests
- * (each side opens such a file once, for its metadata and its bytes); the digest step then
- * compares those and digests only the rest (files over 1 MiB, symlinks, failed reads) on both sides.
+ * (each side opens such a file once, for its metadata and its bytes); their verdicts are kept
+ * until the metadata has all matched, and the digest step digests only the rest (files over
+ * 1 MiB, symlinks, failed reads) on both sides.
  *
  * Cancel aborts one AbortController that reaches the source streams and the local hashers, so
  * the work stops within a read of 1 MiB or a stream round trip; no source request starts after it.
@@ -44,7 +46,7 @@ const LOCAL_BATCH_ENTRIES = 1000;
 
 /** Both listings compared, with the verdicts of the digests they carried. */
 interface ListedComparison {
-  readonly comparison: Omit<MetadataComparison<LocalEntry>, "matchedFiles">;
+  readonly comparison: MetadataComparison;
   /** Metadata-matched files either listing left without a digest: for compareDigests. */
   readonly toDigest: LocalEntry[];
   /** Files whose listed digests matched. */

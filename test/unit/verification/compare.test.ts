@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { FileEntry } from "../../../src/migration/types.js";
-import { compareListings, metadataMatches } from "../../../src/migration/verification/compare.js";
+import { ListingComparison, type MatchedFile, metadataMatches } from "../../../src/migration/verification/compare.js";
 
 const P = "/api/v1/live-migration/files/data/0/";
 const file = (name: string, size = 10, lastModifiedTime = 1000): FileEntry => ({ fileUrl: P + name, size, fileType: "FILE", lastModifiedTime });
@@ -16,7 +16,16 @@ describe("metadataMatches", () => {
   });
 });
 
-describe("compareListings", () => {
+/** Both listings whole, the local one first: ListingComparison's result and its matched files. */
+function compareListings(local: readonly FileEntry[], source: readonly FileEntry[]) {
+  const matchedFiles: MatchedFile<FileEntry>[] = [];
+  const comparison = new ListingComparison<FileEntry>((file) => matchedFiles.push(file));
+  comparison.addLocal(local);
+  comparison.addSource(source);
+  return { ...comparison.finish(), matchedFiles };
+}
+
+describe("ListingComparison", () => {
   it("counts matches, directories included, and keeps the files to digest in local order", () => {
     const local = [dir("ks"), file("ks/b"), file("ks/a"), file("ks/empty", 0)];
     const source = [file("ks/a"), dir("ks", 5), file("ks/empty", 0), file("ks/b")];
@@ -63,5 +72,30 @@ describe("compareListings", () => {
     expect(aligned.matchedFiles[0]!.source).toBe(source[1]);
     expect(compareListings(local, [...source].reverse())).toEqual(aligned);
     expect(compareListings(local, [source[1]!, source[0]!, ...source.slice(2)])).toEqual(aligned);
+  });
+
+  it("fed batch by batch, in any order of arrival, gives the same result as both listings whole", () => {
+    // Aligned for 3 entries, then the source lists a file the destination lacks, which breaks the alignment.
+    const local = [dir("ks"), file("ks/a"), file("ks/b", 10, 1), file("ks/c"), file("ks/d"), file("ks/e", 5)];
+    const source = [dir("ks"), file("ks/a"), file("ks/b", 10, 2), file("ks/bb"), file("ks/c"), file("ks/e", 5), file("ks/f")];
+    const whole = compareListings(local, source);
+    expect(whole).toMatchObject({ metadataMatched: 4, metadataMismatches: 1, filesNotFoundAtSource: 1, filesNotFoundAtDestination: 2 });
+    expect(whole.problems.map((p) => [p.kind, p.fileUrl])).toEqual([
+      ["METADATA_MISMATCH", P + "ks/b"],
+      ["NOT_FOUND_AT_SOURCE", P + "ks/d"],
+      ["NOT_FOUND_AT_DESTINATION", P + "ks/bb"],
+      ["NOT_FOUND_AT_DESTINATION", P + "ks/f"],
+    ]);
+    for (const [localBatch, sourceBatch, sourceFirst] of [[1, 1, false], [2, 3, true], [4, 1, false], [1, 7, true]] as const) {
+      const matchedFiles: MatchedFile<FileEntry>[] = [];
+      const comparison = new ListingComparison<FileEntry>((f) => matchedFiles.push(f));
+      for (let i = 0, j = 0; i < local.length || j < source.length; i += localBatch, j += sourceBatch) {
+        const feedLocal = () => comparison.addLocal(local.slice(i, i + localBatch));
+        const feedSource = () => comparison.addSource(source.slice(j, j + sourceBatch));
+        if (sourceFirst) [feedSource, feedLocal].forEach((f) => f());
+        else [feedLocal, feedSource].forEach((f) => f());
+      }
+      expect({ ...comparison.finish(), matchedFiles }, `batches ${localBatch}/${sourceBatch}`).toEqual(whole);
+    }
   });
 });
