@@ -28,8 +28,6 @@ export interface DigestWork {
   readonly absPath: string;
   /** Its size in the destination's listing (sizes the read buffer; the whole file is hashed whatever it says). */
   readonly size?: number;
-  /** The destination copy's digest, when its listing already took it (judgeListedDigests). */
-  readonly digest?: string;
 }
 
 export type DigestVerdict =
