@@ -80,7 +80,16 @@ export interface VerificationTaskOptions {
   readonly logger: Logger;
   /** Called with the view on start and on reaching a terminal state; settled waits for it. */
   readonly persist?: (view: VerificationTaskView) => Promise<void>;
+  /** LISTING_PROGRESS_LOG_MS unless set (tests shorten it). */
+  readonly listingProgressLogMs?: number;
 }
+
+/**
+ * While the listings run, their progress is logged this often (ms). On a node of millions of
+ * small files the listings, which digest them, are most of a verification, and the view's
+ * counters only move once they end (Java's: nothing counts before the metadata has all matched).
+ */
+export const LISTING_PROGRESS_LOG_MS = 10_000;
 
 type Counters = {
   filesNotFoundAtSource: number;
@@ -286,6 +295,16 @@ export class VerificationTask implements VerificationTaskHandle {
         else if (verdict.kind === "MATCH") matches++;
         else otherVerdicts.push(verdict);
       });
+      let localEntries = 0;
+      let sourceEntries = 0;
+      const progress = setInterval(
+        () =>
+          this.log.info(
+            { localEntries, sourceEntries, digestsCompared: matches + otherVerdicts.length, filesToDigest: toDigest.length },
+            "Files verification: listing both sides",
+          ),
+        this.options.listingProgressLogMs ?? LISTING_PROGRESS_LOG_MS,
+      ).unref();
       // Either walk failing stops the other one.
       const both = new AbortController();
       const stopBoth = () => both.abort(signal.reason);
@@ -297,6 +316,7 @@ export class VerificationTask implements VerificationTaskHandle {
               for await (const batch of walkRoots(instance.roots, instance.exclusions, LOCAL_BATCH_ENTRIES, { digestAlgorithm })) {
                 throwIfAborted(both.signal);
                 comparison.addLocal(batch);
+                localEntries += batch.length;
               }
             } catch (err) {
               if (both.signal.aborted) throw err;
@@ -305,13 +325,17 @@ export class VerificationTask implements VerificationTaskHandle {
             }
           })(),
           (async () => {
-            for await (const batch of peer.listFilesWithDigests(digestAlgorithm, both.signal)) comparison.addSource(batch);
+            for await (const batch of peer.listFilesWithDigests(digestAlgorithm, both.signal)) {
+              comparison.addSource(batch);
+              sourceEntries += batch.length;
+            }
           })(),
         ]).catch((err: unknown) => {
           both.abort(err);
           throw err;
         });
       } finally {
+        clearInterval(progress);
         signal.removeEventListener("abort", stopBoth);
       }
       return { comparison: comparison.finish(), toDigest, matches, otherVerdicts, listingMs: Math.round(performance.now() - started) };

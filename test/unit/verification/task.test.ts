@@ -146,6 +146,31 @@ describe("files verification: digests carried by both listings", () => {
     expect(view.mismatchedFiles).toEqual([env.destination.url("commitlog/CommitLog-7-1.log")]);
   });
 
+  it("logs the listings' progress while they run, with the task's id", async () => {
+    env = await makeEnv();
+    env.peer.listedDigests = true;
+    env.peer.listBatchDelayMs = 60;
+    const task = new VerificationTask({
+      id: "progress-task",
+      digestAlgorithm: "MD5",
+      algorithm: "MD5",
+      maxConcurrency: 2,
+      deps: env.deps,
+      logger: env.logs.logger.child({ liveMigrationRequest: "progress-task" }),
+      listingProgressLogMs: 40,
+    });
+    task.start();
+    await task.settled;
+    expect(task.view()).toMatchObject({ state: "COMPLETED", filesMatched: SAMPLE_FILES });
+    const progress = env.logs.lines.filter((l) => l["msg"] === "Files verification: listing both sides");
+    expect(progress.length).toBeGreaterThanOrEqual(1);
+    expect(progress[0]).toMatchObject({ liveMigrationRequest: "progress-task", localEntries: expect.any(Number), sourceEntries: expect.any(Number) });
+    expect(progress.at(-1)!["sourceEntries"]).toBeLessThanOrEqual(SAMPLE_FILES + SAMPLE_DIRS);
+    // None after the listings ended.
+    const ended = env.logs.lines.findIndex((l) => l["msg"] === "Files verification: metadata matched, comparing digests");
+    expect(env.logs.lines.slice(ended).some((l) => l["msg"] === "Files verification: listing both sides")).toBe(false);
+  });
+
   it("a source listing that breaks mid-stream starts both walks over: COMPLETED, nothing counted twice", async () => {
     env = await makeEnv();
     env.peer.listedDigests = true;
