@@ -21,6 +21,10 @@ import {
   type PeerServiceListFilesResponse,
   PeerServiceListFilesResponseSchema,
   type ReadFileResponse,
+  type ReadFileRequest,
+  ReadFileRequestSchema,
+  type ReadFilesRequest,
+  ReadFilesRequestSchema,
   type ReadFilesResponse,
   ReadFilesResponseSchema,
 } from "../../gen/livemigration/v1/peer_pb.js";
@@ -373,6 +377,96 @@ function decodeCanonicalListing(bytes: Uint8Array): { entries: FileEntry[]; dige
  * copies each file's bytes once; the decoder hands out the files' bytes as views of the
  * received message, as fromBinary does.
  */
+
+/** ReadFilesRequest.files: field 1, length-delimited. */
+const REQUEST_FILES_TAG = (1 << 3) | 2;
+/** ReadFileRequest: 1 file_url (length-delimited); 2 offset, 3 expected_size, 4 expected_last_modified_time (int64 varints). */
+const REQUEST_FILE_URL_TAG = (1 << 3) | 2;
+const REQUEST_OFFSET_TAG = 2 << 3;
+const REQUEST_EXPECTED_SIZE_TAG = 3 << 3;
+const REQUEST_EXPECTED_MTIME_TAG = 4 << 3;
+
+/**
+ * The wire bytes of a ReadFiles request, identical to toBinary's; undefined (encode it with
+ * toBinary) for unknown fields. A copy of the small benchmark tree sends ~35 of 512 files each:
+ * toBinary took the destination 92 ms for them cold and 41 ms warm (micro-benchmark), this a few.
+ */
+export function encodeReadFilesRequest(message: ReadFilesRequest): Buffer | undefined {
+  const { files } = message;
+  if (hasUnknownFields(message)) return undefined;
+  /** Per file: its URL's UTF-8 bytes, then its body length. */
+  const sizes = new Array<number>(files.length * 2);
+  let total = 0;
+  for (let i = 0; i < files.length; i++) {
+    const file = files[i]!;
+    if (hasUnknownFields(file)) return undefined;
+    const url = (sizes[2 * i] = Buffer.byteLength(file.fileUrl));
+    const body = (sizes[2 * i + 1] =
+      stringFieldLength(url) +
+      (file.offset !== 0n ? 1 + int64Length(file.offset) : 0) +
+      (file.expectedSize !== 0n ? 1 + int64Length(file.expectedSize) : 0) +
+      (file.expectedLastModifiedTime !== 0n ? 1 + int64Length(file.expectedLastModifiedTime) : 0));
+    total += delimitedLength(body);
+  }
+  const out = Buffer.allocUnsafe(total);
+  let at = 0;
+  for (let i = 0; i < files.length; i++) {
+    const file = files[i]!;
+    out[at++] = REQUEST_FILES_TAG;
+    at = writeVarint(out, at, sizes[2 * i + 1]!);
+    at = writeStringField(out, at, REQUEST_FILE_URL_TAG, file.fileUrl, sizes[2 * i]!);
+    if (file.offset !== 0n) {
+      out[at++] = REQUEST_OFFSET_TAG;
+      at = writeInt64(out, at, file.offset);
+    }
+    if (file.expectedSize !== 0n) {
+      out[at++] = REQUEST_EXPECTED_SIZE_TAG;
+      at = writeInt64(out, at, file.expectedSize);
+    }
+    if (file.expectedLastModifiedTime !== 0n) {
+      out[at++] = REQUEST_EXPECTED_MTIME_TAG;
+      at = writeInt64(out, at, file.expectedLastModifiedTime);
+    }
+  }
+  return out;
+}
+
+/**
+ * A ReadFiles request as fromBinary would give it, the receiving half of encodeReadFilesRequest
+ * (fromBinary took the source 19 ms warm and 70 ms cold for a small-tree copy's ~35 requests).
+ * Canonical input only (CanonicalReader: ASCII URLs, numbers up to 2^53 and -1); anything else
+ * is decoded by fromBinary, so the result or the error is its own.
+ */
+export function decodeReadFilesRequest(bytes: Uint8Array): ReadFilesRequest {
+  return decodeCanonicalReadFilesRequest(bytes) ?? fromBinary(ReadFilesRequestSchema, bytes);
+}
+
+function decodeCanonicalReadFilesRequest(bytes: Uint8Array): ReadFilesRequest | undefined {
+  const reader = new CanonicalReader(bytes);
+  const files: ReadFileRequest[] = [];
+  while (!reader.done) {
+    if (reader.tag() !== REQUEST_FILES_TAG) return undefined;
+    const end = reader.lengthDelimited();
+    if (end === undefined) return undefined;
+    const file: ReadFileRequest = { $typeName: ReadFileRequestSchema.typeName, fileUrl: "", offset: 0n, expectedSize: 0n, expectedLastModifiedTime: 0n };
+    while (reader.at < end) {
+      const tag = reader.tag();
+      if (tag === REQUEST_FILE_URL_TAG) {
+        const url = reader.ascii(end);
+        if (url === undefined) return undefined;
+        file.fileUrl = url;
+        continue;
+      }
+      const field =
+        tag === REQUEST_OFFSET_TAG ? "offset" : tag === REQUEST_EXPECTED_SIZE_TAG ? "expectedSize" : tag === REQUEST_EXPECTED_MTIME_TAG ? "expectedLastModifiedTime" : undefined;
+      const value = field === undefined ? undefined : reader.varint(true);
+      if (value === undefined || reader.at > end) return undefined;
+      file[field!] = BigInt(value);
+    }
+    files.push(file);
+  }
+  return { $typeName: ReadFilesRequestSchema.typeName, files };
+}
 
 /** ReadFilesResponse.pieces: field 1, length-delimited. */
 const PIECES_TAG = (1 << 3) | 2;

@@ -34,14 +34,18 @@ import {
   PeerServiceListFilesResponseSchema,
   type ReadFileResponse,
   ReadFileResponseSchema,
+  type ReadFilesRequest,
+  ReadFilesRequestSchema,
   type ReadFilesResponse,
   ReadFilesResponseSchema,
 } from "../../gen/livemigration/v1/peer_pb.js";
 import {
+  decodeReadFilesRequest,
   encodeDigestFilesRequest,
   encodeDigestFilesResponse,
   encodeListFilesResponse,
   encodeReadFileResponse,
+  encodeReadFilesRequest,
   encodeReadFilesResponse,
 } from "./codec.js";
 import { toServerError } from "./wire.js";
@@ -64,6 +68,9 @@ function serializer<D extends DescMessage>(desc: D): (message: MessageShape<D>) 
     case ReadFileResponseSchema.typeName:
       // File chunks, the plane's bulk: encoded in place when possible (codec.ts, allocChunk).
       return (message) => encodeReadFileResponse(message as ReadFileResponse) ?? toBinaryBuffer(message);
+    case ReadFilesRequestSchema.typeName:
+      // The destination's batches of small files to read, hundreds of files each (codec.ts).
+      return (message) => encodeReadFilesRequest(message as ReadFilesRequest) ?? toBinaryBuffer(message);
     case ReadFilesResponseSchema.typeName:
       // Batched small files, a few to a message (codec.ts).
       return (message) => encodeReadFilesResponse(message as ReadFilesResponse) ?? toBinaryBuffer(message);
@@ -82,6 +89,10 @@ function serializer<D extends DescMessage>(desc: D): (message: MessageShape<D>) 
 }
 
 function deserializer<D extends DescMessage>(desc: D): (bytes: Buffer) => MessageShape<D> {
+  if (desc.typeName === ReadFilesRequestSchema.typeName) {
+    // The source's side of the hand-encoded batches (codec.ts).
+    return (bytes) => decodeReadFilesRequest(bytes) as unknown as MessageShape<D>;
+  }
   return (bytes) => fromBinary(desc, bytes);
 }
 

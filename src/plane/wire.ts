@@ -82,14 +82,18 @@ export function fromInstanceFile(file: InstanceFile): FileEntry {
 // ---------------------------------------------------------------------------------------------
 // ReadFile
 
-/** Domain read request → wire message (-1 keeps "no check"). */
+/**
+ * Domain read request → wire message (-1 keeps "no check"). Built as a literal, as create()
+ * would build it without its reflection: a ReadFiles request holds hundreds.
+ */
 export function toReadFileRequest(request: ReadFileRequest): ReadFileRequestMessage {
-  return create(ReadFileRequestSchema, {
+  return {
+    $typeName: ReadFileRequestSchema.typeName,
     fileUrl: request.fileUrl,
     offset: BigInt(request.offset),
     expectedSize: BigInt(request.expectedSize),
     expectedLastModifiedTime: BigInt(request.expectedLastModifiedTime),
-  });
+  };
 }
 
 /** Wire read request → domain request. */

@@ -11,8 +11,10 @@ import {
   DigestFilesResponseSchema,
   FileDigestSchema,
   PeerServiceListFilesResponseSchema,
+  ReadFileRequestSchema,
   ReadFileResponseSchema,
   type ReadFilesPiece,
+  ReadFilesRequestSchema,
   ReadFilesResponseSchema,
 } from "../../gen/livemigration/v1/peer_pb.js";
 import { AgentError } from "../../src/errors.js";
@@ -27,6 +29,8 @@ import {
   encodeDigestFilesResponse,
   encodeListFilesResponse,
   encodeReadFileResponse,
+  decodeReadFilesRequest,
+  encodeReadFilesRequest,
   encodeReadFilesResponse,
   trimChunk,
 } from "../../src/plane/codec.js";
@@ -37,6 +41,7 @@ import {
   toDigestFilesResponse,
   toInstanceFile,
   toReadFileData,
+  toReadFileRequest,
   toReadFilesPiece,
   toReadFilesResponse,
   toReadFileTrailer,
@@ -264,6 +269,80 @@ describe("hand-encoded DigestFiles responses", () => {
     const negative = toDigestFilesResponse([{ fileUrl: "/x", digest: "1" }]);
     negative.digests[0]!.errorCode = -1;
     expect(encodeDigestFilesResponse(negative)).toBeUndefined();
+  });
+});
+
+describe("hand-encoded ReadFiles requests", () => {
+  it("encode exactly as toBinary: zero fields left out, -1 as ten bytes, large and non-ASCII values", () => {
+    const batch = Array.from({ length: 300 }, (_, i) => ({
+      fileUrl: `/api/v1/live-migration/files/data/${i % 2}/ks/t-${i}/nb-${i}-big-Data.db`,
+      offset: 0,
+      expectedSize: i * 997,
+      expectedLastModifiedTime: 1_700_000_000_000 + i,
+    }));
+    const requests = [
+      batch,
+      [
+        { fileUrl: "/caf\u00e9-\uD800", offset: 5, expectedSize: -1, expectedLastModifiedTime: -1 },
+        { fileUrl: "", offset: 0, expectedSize: 0, expectedLastModifiedTime: 0 },
+        { fileUrl: "/big", offset: Number.MAX_SAFE_INTEGER, expectedSize: 2 ** 40, expectedLastModifiedTime: 127 },
+      ],
+      [],
+    ];
+    for (const files of requests) {
+      // toReadFileRequest builds each file as a literal message: the same as create() would.
+      const literal = create(ReadFilesRequestSchema, { files: files.map(toReadFileRequest) });
+      const created = create(ReadFilesRequestSchema, {
+        files: files.map((f) =>
+          create(ReadFileRequestSchema, {
+            fileUrl: f.fileUrl,
+            offset: BigInt(f.offset),
+            expectedSize: BigInt(f.expectedSize),
+            expectedLastModifiedTime: BigInt(f.expectedLastModifiedTime),
+          }),
+        ),
+      });
+      const wire = encodeReadFilesRequest(literal);
+      expect(wire).toBeDefined();
+      expect(wire!.toString("hex")).toBe(Buffer.from(toBinary(ReadFilesRequestSchema, created)).toString("hex"));
+      // A lone surrogate travels as U+FFFD either way.
+      const fields = (m: typeof created) => m.files.map((f) => [f.fileUrl, f.offset, f.expectedSize, f.expectedLastModifiedTime]);
+      expect(fields(fromBinary(ReadFilesRequestSchema, wire!))).toEqual(fields(fromBinary(ReadFilesRequestSchema, toBinary(ReadFilesRequestSchema, created))));
+    }
+  });
+
+  it("decode exactly as fromBinary, canonical or not (non-ASCII URLs, numbers past 2^53, other negatives, unknown fields)", () => {
+    const canonical = [
+      { fileUrl: "/data/0/ks/t/nb-1-big-Data.db", offset: 0, expectedSize: 5000, expectedLastModifiedTime: 1_700_000_000_123 },
+      { fileUrl: "", offset: 7, expectedSize: -1, expectedLastModifiedTime: -1 },
+      { fileUrl: "/max", offset: Number.MAX_SAFE_INTEGER, expectedSize: 0, expectedLastModifiedTime: 1 },
+    ];
+    const others = [
+      create(ReadFilesRequestSchema, { files: [create(ReadFileRequestSchema, { fileUrl: "/caf\u00e9", expectedSize: 1n })] }),
+      create(ReadFilesRequestSchema, { files: [create(ReadFileRequestSchema, { fileUrl: "/x", offset: 2n ** 60n, expectedSize: -2n })] }),
+    ];
+    const withUnknown = create(ReadFilesRequestSchema, { files: [create(ReadFileRequestSchema, { fileUrl: "/u" })] });
+    withUnknown.files[0]!.$unknown = [{ no: 9, wireType: 0, data: new Uint8Array([1]) }];
+    const messages = [create(ReadFilesRequestSchema, { files: canonical.map(toReadFileRequest) }), create(ReadFilesRequestSchema), ...others, withUnknown];
+    for (const message of messages) {
+      const wire = toBinary(ReadFilesRequestSchema, message);
+      const decoded = decodeReadFilesRequest(wire);
+      const expected = fromBinary(ReadFilesRequestSchema, wire);
+      expect(decoded.files.map((f) => ({ ...f, $unknown: f.$unknown ?? [] }))).toEqual(expected.files.map((f) => ({ ...f, $unknown: f.$unknown ?? [] })));
+      expect(Buffer.from(toBinary(ReadFilesRequestSchema, decoded)).equals(Buffer.from(wire))).toBe(true);
+    }
+    // Truncated input: fromBinary's own error.
+    const wire = toBinary(ReadFilesRequestSchema, messages[0]!);
+    expect(() => decodeReadFilesRequest(wire.subarray(0, wire.length - 3))).toThrow();
+  });
+
+  it("leave unknown fields to toBinary", () => {
+    const withUnknown = create(ReadFilesRequestSchema, { files: [toReadFileRequest({ fileUrl: "/x", offset: 0, expectedSize: 1, expectedLastModifiedTime: 1 })] });
+    withUnknown.files[0]!.$unknown = [{ no: 9, wireType: 0, data: new Uint8Array([1]) }];
+    expect(encodeReadFilesRequest(withUnknown)).toBeUndefined();
+    withUnknown.files[0]!.$unknown = undefined;
+    withUnknown.$unknown = [{ no: 9, wireType: 0, data: new Uint8Array([1]) }];
+    expect(encodeReadFilesRequest(withUnknown)).toBeUndefined();
   });
 });
 
