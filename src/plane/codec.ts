@@ -367,17 +367,6 @@ function decodeCanonicalListing(bytes: Uint8Array): { entries: FileEntry[]; dige
 // ---------------------------------------------------------------------------------------------
 // ReadFiles
 
-/*
- * ReadFiles responses, encoded and decoded by hand: a copy of the small benchmark tree sends its
- * 17,711 files as that many pieces, a few to a message. toBinary built each message from
- * reflection, copied every file into its writer's chunks and then into one buffer (which grpc-js
- * copies once more into its frame): ~380 ms of the source's main thread per copy (`--cpu-prof`,
- * 756 ms over two), where this encoder takes ~46 ms (229 ms over five rounds of the same
- * files); fromBinary took ~0.2 s of the destination's. The encoder sizes the message first and
- * copies each file's bytes once; the decoder hands out the files' bytes as views of the
- * received message, as fromBinary does.
- */
-
 /** ReadFilesRequest.files: field 1, length-delimited. */
 const REQUEST_FILES_TAG = (1 << 3) | 2;
 /** ReadFileRequest: 1 file_url (length-delimited); 2 offset, 3 expected_size, 4 expected_last_modified_time (int64 varints). */
@@ -467,6 +456,17 @@ function decodeCanonicalReadFilesRequest(bytes: Uint8Array): ReadFilesRequest | 
   }
   return { $typeName: ReadFilesRequestSchema.typeName, files };
 }
+
+/*
+ * ReadFiles responses, encoded and decoded by hand: a copy of the small benchmark tree sends its
+ * 17,711 files as that many pieces, a few to a message. toBinary built each message from
+ * reflection, copied every file into its writer's chunks and then into one buffer (which grpc-js
+ * copies once more into its frame): ~380 ms of the source's main thread per copy (`--cpu-prof`,
+ * 756 ms over two), where this encoder takes ~46 ms (229 ms over five rounds of the same
+ * files); fromBinary took ~0.2 s of the destination's. The encoder sizes the message first and
+ * copies each file's bytes once; the decoder hands out the files' bytes as views of the
+ * received message, as fromBinary does.
+ */
 
 /** ReadFilesResponse.pieces: field 1, length-delimited. */
 const PIECES_TAG = (1 << 3) | 2;
