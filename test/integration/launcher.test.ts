@@ -3,7 +3,7 @@
  * It starts the built agent (dist/src/main.js: `npm ci` builds it through `prepare`).
  */
 import { spawn } from "node:child_process";
-import { existsSync, readFileSync } from "node:fs";
+import { closeSync, existsSync, openSync, readFileSync } from "node:fs";
 import { mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { afterEach, expect, it } from "vitest";
@@ -57,6 +57,47 @@ it("lm-sidecar execs the agent under its own PID with the malloc tunables (the o
   const status = await fetch(`http://${SOURCE_HOST}:${gatewayPort}/api/v1/live-migration/status`);
   expect(status.status).toBe(200);
   expect(await status.json()).toMatchObject({ state: "NOT_COMPLETED" });
+
+  child.kill("SIGTERM");
+  expect(await exited).toEqual({ code: 0, signal: null });
+});
+
+it("an agent whose stdout cannot be written (a log file on a full disk: /dev/full, ENOSPC) keeps serving, says so once on stderr, and stops cleanly", async () => {
+  expect(existsSync(path.join(REPO_ROOT, "dist/src/main.js")), "run npm run build first").toBe(true);
+  const base = await makeTempDir("lm-fulllog-");
+  const layout = sideLayout(base, "source");
+  for (const dir of [...layout.dataDirs, layout.commitlogDir, layout.hintsDir, layout.savedCachesDir]) await mkdir(dir, { recursive: true });
+  const gatewayPort = await freePort();
+  const peerPort = await freePort([SOURCE_HOST, DEST_HOST], [gatewayPort]);
+  const configFile = path.join(base, "sidecar.yaml");
+  await writeFile(configFile, agentYaml({ host: SOURCE_HOST, layout, gatewayPort, peerPort, migrationMap: { [SOURCE_HOST]: DEST_HOST } }));
+
+  const full = openSync("/dev/full", "w");
+  const child = spawn(LAUNCHER, ["serve", "--config", configFile], { stdio: ["ignore", full, "pipe"], env: { ...process.env, LOG_LEVEL: "debug" } });
+  closeSync(full);
+  const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) => child.on("exit", (code, signal) => resolve({ code, signal })));
+  let stderr = "";
+  child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+
+  // Up when it answers; every request below logs (debug), and every line fails to be written.
+  const url = `http://${SOURCE_HOST}:${gatewayPort}/api/v1/live-migration/status`;
+  const deadline = Date.now() + 20_000;
+  let status: Response | undefined;
+  while (!status) {
+    status = await fetch(url).catch(() => undefined);
+    if (!status) {
+      if (Date.now() > deadline || child.exitCode !== null) throw new Error(`agent not up within 20 s (exit ${child.exitCode}):\n${stderr}`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+  expect(status.status).toBe(200);
+  for (let i = 0; i < 20; i++) {
+    const again = await fetch(url);
+    expect(again.status).toBe(200);
+    expect(await again.json()).toMatchObject({ state: "NOT_COMPLETED" });
+  }
+  expect(child.exitCode).toBeNull();
+  expect(stderr.match(/cannot write the log to stdout \(ENOSPC\)/g)).toHaveLength(1);
 
   child.kill("SIGTERM");
   expect(await exited).toEqual({ code: 0, signal: null });
