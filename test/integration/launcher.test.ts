@@ -77,6 +77,7 @@ it("an agent whose stdout cannot be written (a log file on a full disk: /dev/ful
   closeSync(full);
   const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) => child.on("exit", (code, signal) => resolve({ code, signal })));
   let stderr = "";
+  if (!child.stderr) throw new Error("stderr is not piped");
   child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
 
   // Up when it answers; every request below logs (debug), and every line fails to be written.
