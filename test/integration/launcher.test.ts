@@ -2,7 +2,7 @@
  * The installed command `lm-sidecar` (src/cli/lm-sidecar.sh) as an operator or systemd runs it.
  * It starts the built agent (dist/src/main.js: `npm ci` builds it through `prepare`).
  */
-import { spawn } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { closeSync, existsSync, openSync, readFileSync } from "node:fs";
 import { mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
@@ -13,7 +13,12 @@ import { makeTempDir, removeTempDirs } from "../helpers/tree.js";
 const LAUNCHER = path.join(REPO_ROOT, "src/cli/lm-sidecar.sh");
 const OUR_TUNABLES = "glibc.malloc.mmap_threshold=4194304:glibc.malloc.trim_threshold=67108864";
 
-afterEach(removeTempDirs);
+/** Agents started by a test: killed afterwards if the test failed before stopping them. */
+const started: ChildProcess[] = [];
+afterEach(async () => {
+  for (const child of started.splice(0)) if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+  await removeTempDirs();
+});
 
 it("lm-sidecar execs the agent under its own PID with the malloc tunables (the operator's come last), and SIGTERM stops it cleanly", async () => {
   expect(existsSync(path.join(REPO_ROOT, "dist/src/main.js")), "run npm run build first").toBe(true);
@@ -35,6 +40,7 @@ it("lm-sidecar execs the agent under its own PID with the malloc tunables (the o
     stdio: ["ignore", "pipe", "pipe"],
     env: { ...process.env, PATH: `${bin}:${process.env["PATH"] ?? ""}`, LOG_LEVEL: "info", GLIBC_TUNABLES: "glibc.malloc.arena_max=2" },
   });
+  started.push(child);
   const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) => child.on("exit", (code, signal) => resolve({ code, signal })));
   let output = "";
   await new Promise<void>((resolve, reject) => {
@@ -74,6 +80,7 @@ it("an agent whose stdout cannot be written (a log file on a full disk: /dev/ful
 
   const full = openSync("/dev/full", "w");
   const child = spawn(LAUNCHER, ["serve", "--config", configFile], { stdio: ["ignore", full, "pipe"], env: { ...process.env, LOG_LEVEL: "debug" } });
+  started.push(child);
   closeSync(full);
   const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) => child.on("exit", (code, signal) => resolve({ code, signal })));
   let stderr = "";
