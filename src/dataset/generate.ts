@@ -16,7 +16,7 @@
  * Every file and directory gets a fixed whole-second mtime, so rsync's quick check is stable.
  */
 import { createHash } from "node:crypto";
-import { link, mkdir, readdir, rm } from "node:fs/promises";
+import { link, lstat, mkdir, readdir, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import { AgentError } from "../errors.js";
 import { DATASET_VERSION, datasetKey, setTimeSeconds, writeKeystreamFile, writeTextFile } from "./writer.js";
@@ -382,14 +382,26 @@ function schemaCql(ks: string, name: string): string {
   return `CREATE TABLE IF NOT EXISTS ${ks}.${name} (\n    id uuid,\n    ts timestamp,\n    payload blob,\n    PRIMARY KEY (id, ts)\n) WITH CLUSTERING ORDER BY (ts DESC)\n    AND compaction = {'class': 'org.apache.cassandra.db.compaction.SizeTieredCompactionStrategy'}\n    AND compression = {'chunk_length_in_kb': '16', 'class': 'org.apache.cassandra.io.compress.LZ4Compressor'};\n`;
 }
 
+/** How {@link generateDataset} treats a tree already at `root`. */
+export interface GenerateMode {
+  /**
+   * Rewrite it in place instead of removing it first: every file is truncated and rewritten
+   * (keeping its inode), and snapshot links already sharing that inode are kept. Only for a tree
+   * generated before with the same options whose files were changed in place since: nothing is
+   * deleted, so files it does not make stay. The point is to free no inodes (see
+   * test/bench/settle.ts for why a benchmark cares).
+   */
+  readonly inPlace?: boolean;
+}
+
 /**
- * Builds the tree under `root` (removing whatever was there first) and returns what it made.
- * Equal options give byte-identical trees (content, sizes, file and directory mtimes, inode
- * sharing) on every run and machine. Memory stays flat: files are written in ≤ 4 MiB pieces.
- * Throws AgentError InvalidArgument for bad options; rejects with the fs error (e.g. ENOSPC) on
- * a failed write, leaving a partial tree.
+ * Builds the tree under `root` (removing whatever was there first, unless `mode.inPlace`) and
+ * returns what it made. Equal options give byte-identical trees (content, sizes, file and
+ * directory mtimes, inode sharing) on every run and machine. Memory stays flat: files are
+ * written in ≤ 4 MiB pieces. Throws AgentError InvalidArgument for bad options; rejects with the
+ * fs error (e.g. ENOSPC) on a failed write, leaving a partial tree.
  */
-export async function generateDataset(root: string, options: DatasetOptions = {}): Promise<DatasetSummary> {
+export async function generateDataset(root: string, options: DatasetOptions = {}, mode: GenerateMode = {}): Promise<DatasetSummary> {
   const started = performance.now();
   const p = resolveProfile(options);
   const seed = options.seed ?? 1;
@@ -404,7 +416,7 @@ export async function generateDataset(root: string, options: DatasetOptions = {}
   const plan = planner.best(extras.length, extraBytes);
   const key = datasetKey(seed);
 
-  await rm(root, { recursive: true, force: true });
+  if (!mode.inPlace) await rm(root, { recursive: true, force: true });
   await mkdir(root, { recursive: true });
   const files: { rel: string; bytes: number; link: boolean }[] = [];
   const dirs = new Set<string>();
@@ -443,7 +455,7 @@ export async function generateDataset(root: string, options: DatasetOptions = {}
         await setTimeSeconds(abs, mtimeS);
         files.push({ rel, bytes: sizes[comp], link: false });
         if (snapDir) {
-          await link(abs, path.join(root, snapDir, name));
+          await linkOrKeep(abs, path.join(root, snapDir, name), mode.inPlace === true);
           files.push({ rel: `${snapDir}/${name}`, bytes: sizes[comp], link: true });
           manifest.push(name);
         }
@@ -479,6 +491,19 @@ export async function generateDataset(root: string, options: DatasetOptions = {}
       .map((f) => ({ rel: f.rel, bytes: f.bytes })),
     seconds: +((performance.now() - started) / 1000).toFixed(3),
   };
+}
+
+/** Hard-links `target` at `linkPath`; with `keepSame`, a link already sharing target's inode is kept, any other entry there replaced. */
+async function linkOrKeep(target: string, linkPath: string, keepSame: boolean): Promise<void> {
+  try {
+    await link(target, linkPath);
+  } catch (err) {
+    if (!keepSame || (err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+    const [a, b] = await Promise.all([stat(target), lstat(linkPath)]);
+    if (a.dev === b.dev && a.ino === b.ino) return;
+    await rm(linkPath, { recursive: true, force: true });
+    await link(target, linkPath);
+  }
 }
 
 const componentPrefix = (gen: number) => `nb-${gen}-big-`;

@@ -25,6 +25,7 @@ import { datasetLayout, generateDataset, type DatasetOptions, type DatasetProfil
 import { snapshotTree, type TreeEntry, type TreeExclude } from "../helpers/tree.js";
 import { startDelayProxy, type DelayProxy } from "./delay-proxy.js";
 import { excludeSnapshots, mutateFraction } from "./mutate.js";
+import { recordDeletion, settleDeletions } from "./settle.js";
 import { buildReport, describeMachine, renderMarkdown, writeReport, type Resources, type RunRecord, type ScenarioResult, type Tool } from "./report.js";
 import {
   checkTools,
@@ -66,7 +67,11 @@ const USAGE = `usage: npm run bench -- [options]
   --cpu-prof DIR               run the agents with node --cpu-prof (node dist/src/main.js, not the launcher),
                                profiles written to DIR (open in Chrome DevTools)
   --keep                       keep the destination trees (the source dataset is always kept for reuse)
-  -h, --help`;
+  -h, --help
+
+On ext4 without a journal, a run that starts within 6 minutes of the previous run's cleanup
+first waits that out: files created then are slow to create, whichever tool creates them
+(test/bench/settle.ts).`;
 
 // ---------------------------------------------------------------- options
 
@@ -544,16 +549,24 @@ class Bench {
     const stampFile = path.join(this.o.workDir, "source.stamp.json");
     const wanted = JSON.stringify({ stampVersion: 1, options });
     let summary: Record<string, unknown> | undefined;
+    // A tree made with these options and only changed in place since (mutateFraction) is
+    // rewritten in place: regenerating it from scratch would free 20,000 inodes (settle.ts).
+    let rewrite = false;
     try {
       const stamp = JSON.parse(await readFile(stampFile, "utf8")) as { key: string; dirty: boolean; summary: Record<string, unknown> };
-      if (stamp.key === wanted && !stamp.dirty && existsSync(this.source.root)) summary = stamp.summary;
+      if (stamp.key === wanted && existsSync(this.source.root)) {
+        if (stamp.dirty) rewrite = true;
+        else summary = stamp.summary;
+      }
     } catch {
       // no usable stamp: generate
     }
     if (summary) log(`reusing the dataset in ${this.source.root}`);
     else {
-      log(`generating the ${this.o.profile} dataset in ${this.source.root}`);
-      summary = { ...(await generateDataset(this.source.root, options)) };
+      log(`${rewrite ? "rewriting" : "generating"} the ${this.o.profile} dataset in ${this.source.root}`);
+      const replacing = !rewrite && existsSync(this.source.root);
+      summary = { ...(await generateDataset(this.source.root, options, { inPlace: rewrite })) };
+      if (replacing) await recordDeletion(this.o.workDir, summary["entries"] as number);
       await writeFile(stampFile, JSON.stringify({ key: wanted, dirty: false, summary }, null, 2));
       log(`  ${summary["entries"]} files, ${((summary["uniqueBytes"] as number) / 2 ** 20).toFixed(1)} MiB in ${summary["seconds"]} s`);
     }
@@ -767,6 +780,9 @@ class Bench {
       this.daemon = await startRsyncDaemon({ root: this.source.root, port: rsync, address: SOURCE_HOST, workDir: o.workDir });
     }
     if (lm) await this.startAgents(false);
+    // The dataset just written must not be flushed by the first copy's sync, timed as its own.
+    syncDisks();
+    await settleDeletions(o.workDir, log);
 
     for (let run = 1; run <= o.runs; run++) {
       log(`--- repetition ${run}/${o.runs}`);
@@ -825,14 +841,18 @@ class Bench {
     await this.daemon?.stop().catch(() => undefined);
     this.daemon = undefined;
     await Promise.all(this.proxies.splice(0).map((p) => p.close()));
+    let treesDeleted = this.trashBytes / Math.max(1, this.migratedBytes);
     if (!this.o.keep) {
       for (const d of [this.lmDest.root, this.lmDest.stagingDir, this.rsyncDest, this.cpDest, path.join(this.o.workDir, "digest-copy")]) {
+        if (existsSync(d)) treesDeleted++;
         await rm(d, { recursive: true, force: true });
       }
     }
     // rm(1): fs.rm takes minutes and GBs of memory over a few hundred thousand files.
     spawnSync("rm", ["-rf", "--", this.trashDir], { stdio: "ignore" });
     this.trashBytes = 0;
+    const filesPerTree = this.expected.filter((e) => e.type === "file").length;
+    await recordDeletion(this.o.workDir, Math.round(treesDeleted * filesPerTree)).catch(() => undefined);
   }
 
   get dataset(): Record<string, unknown> {

@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { mkdir, readdir, readFile, stat } from "node:fs/promises";
+import { appendFile, mkdir, readdir, readFile, rm, stat, utimes, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { datasetLayout, generateDataset, removeSstableSet, writeSstableSet } from "../../src/dataset/generate.js";
@@ -81,6 +81,52 @@ describe("generateDataset (tiny profile)", () => {
     expect(Math.abs(s.uniqueBytes - 4 * 1024 * 1024) / (4 * 1024 * 1024)).toBeLessThan(0.1);
     const top = (await readdir(root)).sort();
     expect(top).toEqual(["commitlog", "data0", "data1", "data2", "hints", "saved_caches"]);
+  });
+});
+
+describe("generateDataset in place", () => {
+  it("restores a tree changed in place byte for byte, keeping every inode and snapshot link", async () => {
+    const base = await makeTempDir("lm-dataset-");
+    const fresh = path.join(base, "fresh");
+    const reused = path.join(base, "reused");
+    await generateDataset(fresh, { profile: "tiny" });
+    await generateDataset(reused, { profile: "tiny" });
+    const inodes = async () => new Map((await snapshotTree(reused)).map((e) => [e.rel, e]));
+    const before = await inodes();
+    const inoOf = async (rel: string) => (await stat(path.join(reused, rel))).ino;
+    const inoBefore = new Map(await Promise.all([...before.keys()].map(async (rel) => [rel, await inoOf(rel)] as const)));
+
+    // Changed in place as the benchmark's 5 % pass does: new bytes, other lengths, other mtimes.
+    const files = [...before.values()].filter((e) => e.type === "file");
+    const changed = files.filter((_, i) => i % 7 === 0);
+    expect(changed.length).toBeGreaterThan(10);
+    for (const e of changed) {
+      const abs = path.join(reused, e.rel);
+      await writeFile(abs, "changed", { flag: "r+" });
+      await appendFile(abs, "and longer");
+      await utimes(abs, 1, 1);
+    }
+    expect(await snapshotTree(reused, { withContent: true })).not.toEqual(await snapshotTree(fresh, { withContent: true }));
+
+    await generateDataset(reused, { profile: "tiny" }, { inPlace: true });
+    expect(await snapshotTree(reused, { withContent: true })).toEqual(await snapshotTree(fresh, { withContent: true }));
+    for (const [rel, ino] of inoBefore) expect(await inoOf(rel), rel).toBe(ino);
+  });
+
+  it("replaces an entry at a snapshot link's path that is not the link", async () => {
+    const base = await makeTempDir("lm-dataset-");
+    const fresh = path.join(base, "fresh");
+    const reused = path.join(base, "reused");
+    await generateDataset(fresh, { profile: "tiny" });
+    await generateDataset(reused, { profile: "tiny" });
+    const link = (await snapshotTree(reused)).find((e) => e.type === "file" && e.rel.includes("/snapshots/") && e.rel.endsWith("Data.db"))!;
+    expect(link).toBeDefined();
+    const abs = path.join(reused, link.rel);
+    await rm(abs);
+    await writeFile(abs, "a separate file");
+    await generateDataset(reused, { profile: "tiny" }, { inPlace: true });
+    expect(await snapshotTree(reused, { withContent: true })).toEqual(await snapshotTree(fresh, { withContent: true }));
+    expect((await stat(abs)).nlink).toBe(2);
   });
 });
 
