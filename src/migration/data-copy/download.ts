@@ -75,6 +75,16 @@ export const LARGE_STREAMS_MAX = 1;
  * 9.6-10.5 s. Larger tails cost memory (8 MiB: 191-201 MB peak in the runs above).
  */
 export const LARGE_TAIL_BYTES = 4 << 20;
+/**
+ * The tail grows with the link (file-transfer.ts, adaptiveTailBytes) up to this, one stream
+ * window: at ~700 MB/s, 4 MiB covers ~6 ms, less than a 10 ms round trip. Behind the benchmark's
+ * 10 ms delay proxy first bytes came 14-32 ms after their request, so most tails reached the cap.
+ * Fresh agents, 12 interleaved copies of the large tree: 7.56-8.13 s against 7.77-8.44 s with a
+ * fixed 4 MiB (faster in 11 rounds of 12), destination peak 156-170 MB against 154-168 MB; a
+ * 32 MiB cap did no better (7.59-7.83 s). On loopback (waits of 3-6 ms, tails of 4-7 MiB):
+ * 5.69-5.70 s against 5.50-5.92 s.
+ */
+export const LARGE_TAIL_MAX_BYTES = 16 << 20;
 
 /** Runs the phase to the end (or until the signal aborts); every started transfer has stopped when it resolves. */
 export async function downloadShortlist(
@@ -154,7 +164,7 @@ export async function downloadShortlist(
     const downloadAlone = async (t: SourceTarget, nearEnd?: () => void) => {
       if (phase.signal.aborted) return;
       try {
-        record(t, await downloadFile(phaseCtx, t, status, nearEnd && { tailBytes: LARGE_TAIL_BYTES, reached: nearEnd }));
+        record(t, await downloadFile(phaseCtx, t, status, nearEnd && { tailBytes: LARGE_TAIL_BYTES, maxTailBytes: LARGE_TAIL_MAX_BYTES, reached: nearEnd }));
       } catch (err) {
         fail(t, err);
       }

@@ -80,13 +80,35 @@ class PeerFailure extends Error {
 }
 
 /**
+ * When to call a download's `nearEnd`: once at most `tailBytes` of the file are left, or more
+ * where the link needs it. The next file's first byte takes about as long as this one's did (a
+ * round trip plus the source's open and first read), so the tail grows to what arrives in 1.5×
+ * that wait at this file's rate so far, up to `maxTailBytes`.
+ */
+export interface NearEnd {
+  readonly tailBytes: number;
+  readonly maxTailBytes?: number;
+  readonly reached: () => void;
+}
+
+/** Bytes received before the rate is trusted to size the tail. */
+const TAIL_RATE_SAMPLE_BYTES = 4 << 20;
+
+/** The tail for a file whose first byte came `firstByteWaitMs` after its request, given `bytes` received in `ms` since. */
+export function adaptiveTailBytes(nearEnd: NearEnd, firstByteWaitMs: number, bytes: number, ms: number): number {
+  const max = Math.max(nearEnd.tailBytes, nearEnd.maxTailBytes ?? nearEnd.tailBytes);
+  if (!(bytes >= TAIL_RATE_SAMPLE_BYTES && ms > 0 && firstByteWaitMs > 0)) return nearEnd.tailBytes;
+  return Math.min(max, Math.max(nearEnd.tailBytes, Math.ceil((1.5 * bytes * firstByteWaitMs) / ms)));
+}
+
+/**
  * Downloads one non-empty FILE entry to its local path. Transient faults and corrupted streams
  * are retried with `ctx.retry` backoff.
  *
- * `nearEnd` is called once, as soon as at most `tailBytes` of the file are left to receive (at
- * once for a file that small): the caller may start the next file's stream then, so that its
- * request, round trip and setup overlap this one's last bytes and commit. A retry after that
- * (rare: a transient fault) streams without calling it again.
+ * `nearEnd.reached` is called once, as soon as at most the tail of the file is left to receive
+ * (at once for a file no bigger than `tailBytes`): the caller may start the next file's stream
+ * then, so that its request, round trip and setup overlap this one's last bytes and commit. A
+ * retry after that (rare: a transient fault) streams without calling it again.
  * @throws AgentError on a failure that retries did not cure (the file counts as a download
  * failure), Cancelled when the task's signal aborts.
  */
@@ -94,7 +116,7 @@ export async function downloadFile(
   ctx: TransferContext,
   target: SourceTarget,
   progress: TransferProgress,
-  nearEnd?: { readonly tailBytes: number; readonly reached: () => void },
+  nearEnd?: NearEnd,
 ): Promise<FileOutcome> {
   const { entry, absPath } = target;
   const temp = tempPathFor(absPath);
@@ -106,8 +128,17 @@ export async function downloadFile(
     position = p;
   };
   let tailReached = false;
+  // This attempt's stream: when it was requested, and when and where its first data came.
+  let requestedAt = 0;
+  let firstDataAt = 0;
+  let firstDataPosition = 0;
   const checkTail = () => {
-    if (!tailReached && nearEnd && entry.size - position <= nearEnd.tailBytes) {
+    if (tailReached || !nearEnd) return;
+    const tail =
+      firstDataAt === 0
+        ? nearEnd.tailBytes
+        : adaptiveTailBytes(nearEnd, firstDataAt - requestedAt, position - firstDataPosition, performance.now() - firstDataAt);
+    if (entry.size - position <= tail) {
       tailReached = true;
       nearEnd.reached();
     }
@@ -151,7 +182,9 @@ export async function downloadFile(
         ctx.logger.debug({ file: entry.fileUrl, offset }, "resuming download");
       }
       moveTo(offset);
+      firstDataAt = 0;
       checkTail();
+      requestedAt = performance.now();
       const stream = ctx.peer.readFile(
         { fileUrl: entry.fileUrl, offset, expectedSize: entry.size, expectedLastModifiedTime: entry.lastModifiedTime },
         ctx.signal,
@@ -167,6 +200,10 @@ export async function downloadFile(
             continue;
           }
           const data = message.data;
+          if (firstDataAt === 0) {
+            firstDataAt = performance.now();
+            firstDataPosition = position;
+          }
           if (trailer) throw new AgentError("DataLoss", `data after the trailer for ${entry.fileUrl}`);
           if (position + data.byteLength > entry.size) {
             throw new AgentError("DataLoss", `source sent more than the listed ${entry.size} bytes of ${entry.fileUrl}`);

@@ -5,7 +5,7 @@ import { AgentError } from "../../../src/errors.js";
 import { mtimeMsOf } from "../../../src/fs/mtime.js";
 import { tempPathFor } from "../../../src/fs/temp-name.js";
 import { SyncBudget } from "../../../src/fs/sync-budget.js";
-import { createDirectory, createEmptyFile, downloadFile } from "../../../src/migration/data-copy/file-transfer.js";
+import { adaptiveTailBytes, createDirectory, createEmptyFile, downloadFile } from "../../../src/migration/data-copy/file-transfer.js";
 import { mapSourceEntries, type SourceTarget } from "../../../src/migration/data-copy/plan.js";
 import { downloadingStatus, FAST_RETRY, makePair, pseudoRandom, transferContext } from "./fakes.js";
 
@@ -206,6 +206,29 @@ describe("downloadFile", () => {
       expect(temp.size).toBeLessThan(SIZE);
     });
   }
+});
+
+describe("adaptiveTailBytes", () => {
+  const MiB = 1 << 20;
+  const nearEnd = { tailBytes: 4 * MiB, maxTailBytes: 16 * MiB, reached: () => undefined };
+  // 700 MB/s: 70 MB in 100 ms.
+  const rate = [70_000_000, 100] as const;
+
+  it("keeps tailBytes until 4 MiB have arrived, or without a measured wait", () => {
+    expect(adaptiveTailBytes(nearEnd, 12, 4 * MiB - 1, 5)).toBe(4 * MiB);
+    expect(adaptiveTailBytes(nearEnd, 0, ...rate)).toBe(4 * MiB);
+    expect(adaptiveTailBytes(nearEnd, 12, 70_000_000, 0)).toBe(4 * MiB);
+  });
+
+  it("covers 1.5 first-byte waits at the file's rate, between tailBytes and maxTailBytes", () => {
+    // Loopback: a 3 ms wait needs 3.15 MB, under the floor.
+    expect(adaptiveTailBytes(nearEnd, 3, ...rate)).toBe(4 * MiB);
+    // A 10 ms round trip plus the source's open: 12 ms needs 12.6 MB.
+    expect(adaptiveTailBytes(nearEnd, 12, ...rate)).toBe(12_600_000);
+    expect(adaptiveTailBytes(nearEnd, 30, ...rate)).toBe(16 * MiB);
+    // No maxTailBytes: the tail never grows.
+    expect(adaptiveTailBytes({ tailBytes: 4 * MiB, reached: () => undefined }, 30, ...rate)).toBe(4 * MiB);
+  });
 });
 
 describe("empty files and directories", () => {
