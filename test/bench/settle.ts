@@ -7,7 +7,7 @@
  * such inode of its block group, and the creates themselves keep those blocks dirty. After the
  * benchmark deleted 20,000-file trees (regenerating the dataset, or the previous run's cleanup),
  * tens of thousands of creates cost seconds of kernel CPU each, charged to whichever tool copied
- * first: in the first repetition that was always lm-sidecar (5.2-7.8 s instead of 2.1-2.2 s).
+ * first: in the first repetition that was always lm-sidecar (4.1-7.8 s instead of 1.9-2.6 s).
  *
  * So the benchmark rewrites its dataset in place rather than regenerating it, records when it does
  * delete trees, and before measuring waits until the last deletion is 6 min old. Filesystems with
