@@ -1,6 +1,6 @@
 import { afterEach, expect, it } from "vitest";
 import { AgentError } from "../../../src/errors.js";
-import { downloadShortlist, LARGE_STREAMS_MAX, LARGE_TAIL_BYTES } from "../../../src/migration/data-copy/download.js";
+import { downloadShortlist, LARGE_STREAMS_MAX, LARGE_TAIL_MAX_BYTES } from "../../../src/migration/data-copy/download.js";
 import { mapSourceEntries } from "../../../src/migration/data-copy/plan.js";
 import { downloadingStatus, makePair, migratedTree, transferContext, type FakePeerFaults } from "./fakes.js";
 
@@ -9,16 +9,20 @@ afterEach(async () => {
   for (const c of cleanups.splice(0)) await c();
 });
 
-/** Six large files (their first 4 MiB before their tail) and 30 small ones, downloaded at maxConcurrency 10. */
+/**
+ * Six large files and 30 small ones, downloaded at maxConcurrency 10. A large file's tail grows
+ * with its first-byte wait up to LARGE_TAIL_MAX_BYTES, so each file's first 4 MiB are before any
+ * tail it can have: the peer counts a stream as holding a large place while more than that is left.
+ */
 async function downloadTree(faults: FakePeerFaults) {
   const spec: Record<string, { size: number; seed: number }> = {};
-  for (let i = 0; i < 6; i++) spec[`data0/ks/t/nb-${i}-big-Data.db`] = { size: LARGE_TAIL_BYTES + (4 << 20) + i, seed: i };
+  for (let i = 0; i < 6; i++) spec[`data0/ks/t/nb-${i}-big-Data.db`] = { size: LARGE_TAIL_MAX_BYTES + (4 << 20) + i, seed: i };
   for (let i = 0; i < 30; i++) spec[`data1/ks/t/nb-${i}-big-Index.db`] = { size: 1000 + i, seed: 100 + i };
   const pair = await makePair(spec);
   cleanups.push(pair.cleanup);
   pair.peer.faults = faults;
   pair.peer.chunkSize = 1 << 20;
-  pair.peer.farBytes = LARGE_TAIL_BYTES;
+  pair.peer.farBytes = LARGE_TAIL_MAX_BYTES;
   const listing = await pair.peer.listFiles();
   const targets = [...mapSourceEntries(pair.dest.roots, listing).values()];
   // Files of 100 KiB and more stream alone (and resume); the 1 KiB ones go in batches.
@@ -29,7 +33,7 @@ async function downloadTree(faults: FakePeerFaults) {
   return { ...pair, summary };
 }
 
-it(`keeps at most ${LARGE_STREAMS_MAX} large stream(s) short of the last ${LARGE_TAIL_BYTES >> 20} MiB whatever maxConcurrency allows, opens the next within that tail, small batches beside them, all exact`, async () => {
+it(`keeps at most ${LARGE_STREAMS_MAX} large stream(s) short of the last ${LARGE_TAIL_MAX_BYTES >> 20} MiB whatever maxConcurrency allows, opens the next within that tail, small batches beside them, all exact`, async () => {
   const { summary, peer, dstRoot, srcRoot } = await downloadTree({ chunkDelayMs: 10 });
   expect(summary.failures).toEqual([]);
   expect(peer.readFileCalls.length).toBe(36); // every file read once, alone or in a batch
@@ -44,12 +48,12 @@ it("a large file that fails within its tail resumes where it stopped, still one 
   const failing = "nb-2-big-Data.db";
   const { summary, peer, dstRoot, srcRoot } = await downloadTree({
     chunkDelayMs: 5,
-    // 7 of its 9 messages sent: within the last 4 MiB.
-    failAfter: { fileUrlEndsWith: failing, chunks: 7, error: () => new AgentError("Unavailable", "connection reset") },
+    // 19 of its 21 messages sent: within the last 4 MiB, within any tail.
+    failAfter: { fileUrlEndsWith: failing, chunks: 19, error: () => new AgentError("Unavailable", "connection reset") },
   });
   expect(summary.failures).toEqual([]);
   const calls = peer.readFileCalls.filter((r) => r.fileUrl.endsWith(failing));
-  expect(calls.map((r) => r.offset)).toEqual([0, 7 << 20]);
+  expect(calls.map((r) => r.offset)).toEqual([0, 19 << 20]);
   expect(peer.maxReadFilesFar).toBe(LARGE_STREAMS_MAX);
   expect(await migratedTree(dstRoot)).toEqual(await migratedTree(srcRoot));
 });
