@@ -71,7 +71,7 @@ const USAGE = `usage: npm run bench -- [options]
 
 On ext4 without a journal, a run that starts within 6 minutes of the previous run's cleanup
 first waits that out: files created then are slow to create, whichever tool creates them
-(test/bench/settle.ts).`;
+(test/bench/settle.ts). Other deletions it cannot see: start it 6 minutes after the test suite.`;
 
 // ---------------------------------------------------------------- options
 

@@ -11,7 +11,8 @@
  *
  * So the benchmark rewrites its dataset in place rather than regenerating it, records when it does
  * delete trees, and before measuring waits until the last deletion is 6 min old. Filesystems with
- * a journal never apply the rule, and never wait.
+ * a journal never apply the rule, and never wait. Deletions by other processes (the test suite's
+ * temporary trees) it cannot see.
  */
 import { existsSync } from "node:fs";
 import { readFile, stat, writeFile } from "node:fs/promises";
