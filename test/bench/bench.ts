@@ -841,17 +841,17 @@ class Bench {
     await this.daemon?.stop().catch(() => undefined);
     this.daemon = undefined;
     await Promise.all(this.proxies.splice(0).map((p) => p.close()));
+    // Trees about to be deleted, each of about the migrated set's file count (settle.ts).
     let treesDeleted = this.trashBytes / Math.max(1, this.migratedBytes);
     if (!this.o.keep) {
-      for (const d of [this.lmDest.root, this.lmDest.stagingDir, this.rsyncDest, this.cpDest, path.join(this.o.workDir, "digest-copy")]) {
-        if (existsSync(d)) treesDeleted++;
-        await rm(d, { recursive: true, force: true });
-      }
+      const trees = [this.lmDest.root, this.rsyncDest, this.cpDest, path.join(this.o.workDir, "digest-copy")];
+      treesDeleted += trees.filter((d) => existsSync(d)).length;
+      for (const d of [...trees, this.lmDest.stagingDir]) await rm(d, { recursive: true, force: true });
     }
     // rm(1): fs.rm takes minutes and GBs of memory over a few hundred thousand files.
     spawnSync("rm", ["-rf", "--", this.trashDir], { stdio: "ignore" });
     this.trashBytes = 0;
-    const filesPerTree = this.expected.filter((e) => e.type === "file").length;
+    const filesPerTree = Number(this.datasetInfo["migratedFiles"] ?? 0);
     await recordDeletion(this.o.workDir, Math.round(treesDeleted * filesPerTree)).catch(() => undefined);
   }
 
