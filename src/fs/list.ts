@@ -38,8 +38,11 @@ export interface Listing {
   readonly entries: LocalEntry[];
   /** Sum of FILE sizes in bytes. */
   readonly totalSize: number;
-  /** Download temp files found (absolute paths); never part of `entries`. */
-  readonly tempFiles: string[];
+  /**
+   * Download temp files and staging directories found (absolute paths, temp-name.ts); never
+   * part of `entries`, and a staging directory's contents are not walked.
+   */
+  readonly temps: string[];
 }
 
 const STAT_PARALLELISM = 32;
@@ -49,8 +52,8 @@ function vanished(err: unknown): boolean {
 }
 
 export interface WalkOptions {
-  /** Receives the download temp files found (absolute paths); they are never listed. */
-  readonly tempFiles?: string[];
+  /** Receives the download temp files and staging directories found (absolute paths); they are never listed. */
+  readonly temps?: string[];
   /** Synchronous readdir/stat while the metadata is cached (sync-budget.ts); tests pass their own. */
   readonly budget?: SyncBudget;
   /** Digest small regular files as they are listed (see the header), in this algorithm. */
@@ -64,15 +67,15 @@ export async function listRoots(
   options: Pick<WalkOptions, "digestAlgorithm"> = {},
 ): Promise<Listing> {
   const entries: LocalEntry[] = [];
-  const tempFiles: string[] = [];
+  const temps: string[] = [];
   let totalSize = 0;
-  for await (const batch of walkRoots(roots, exclusions, WALK_BATCH_ENTRIES, { ...options, tempFiles })) {
+  for await (const batch of walkRoots(roots, exclusions, WALK_BATCH_ENTRIES, { ...options, temps })) {
     for (const entry of batch) {
       entries.push(entry);
       if (entry.fileType === "FILE") totalSize += entry.size;
     }
   }
-  return { entries, totalSize, tempFiles };
+  return { entries, totalSize, temps };
 }
 
 /** Entries per batch of listRoots's walk. */
@@ -83,7 +86,7 @@ const WALK_BATCH_ENTRIES = 1000;
  * last batch may be shorter). A peer's listing is sent batch by batch while the walk goes on,
  * so that the destination decodes while the source still walks, and the source holds one
  * batch instead of the whole tree (the entries then die young: a whole small-tree listing kept
- * until the end cost the source ~75 ms of GC per listing). Download temp files go to `tempFiles`.
+ * until the end cost the source ~75 ms of GC per listing). Download temp files and staging directories go to `temps`.
  */
 export async function* walkRoots(
   roots: readonly MigrationRoot[],
@@ -91,7 +94,7 @@ export async function* walkRoots(
   batchEntries: number,
   options: WalkOptions = {},
 ): AsyncGenerator<LocalEntry[]> {
-  const { tempFiles = [], budget = new SyncBudget(), digestAlgorithm } = options;
+  const { temps = [], budget = new SyncBudget(), digestAlgorithm } = options;
   let batch: LocalEntry[] = [];
   for (const root of roots) {
     const base = root.path;
@@ -142,8 +145,8 @@ export async function* walkRoots(
           // One entry at a time, with no promise per entry: a listing stats every path.
           const dirent = names[i]!;
           const absPath = prefix + dirent.name;
-          if (dirent.isFile() && isTempName(dirent.name)) {
-            tempFiles.push(absPath);
+          if (isTempName(dirent.name) && (dirent.isFile() || dirent.isDirectory())) {
+            temps.push(absPath);
           } else {
             const started = performance.now();
             let st: BigIntStats | undefined;
@@ -172,8 +175,8 @@ export async function* walkRoots(
         await Promise.all(
           slice.map(async (dirent, j) => {
             const absPath = prefix + dirent.name;
-            if (dirent.isFile() && isTempName(dirent.name)) {
-              tempFiles.push(absPath);
+            if (isTempName(dirent.name) && (dirent.isFile() || dirent.isDirectory())) {
+              temps.push(absPath);
               return;
             }
             const st = await stat(absPath, { bigint: true }).catch((err: unknown) => statFailed(absPath, err));

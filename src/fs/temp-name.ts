@@ -1,8 +1,9 @@
 /**
  * Names of in-progress downloads. A file is written beside its target as
  * `.lm-sidecar.<name>.partial` and renamed into place only when complete and verified, so no
- * half-written file ever carries a real SSTable name. Cassandra never creates such names, so
- * listings skip them everywhere.
+ * half-written file ever carries a real SSTable name. A new table directory is filled the same
+ * way, as a staging directory of that name (migration/data-copy/staging.ts). Cassandra never
+ * creates such names, so listings skip them (and below them) everywhere.
  */
 const PREFIX = ".lm-sidecar.";
 const SUFFIX = ".partial";

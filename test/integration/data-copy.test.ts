@@ -107,10 +107,11 @@ function states(task: { status: { state: string }[] }): string[] {
   return task.status.map((s) => s.state);
 }
 
-async function tempFilesUnder(root: string): Promise<string[]> {
+/** Download temp files and staging directories (fs/temp-name.ts) below `root`. */
+async function tempsUnder(root: string): Promise<string[]> {
   const found: string[] = [];
   for (const e of await readdir(root, { withFileTypes: true, recursive: true })) {
-    if (e.isFile() && isTempName(e.name)) found.push(path.join(e.parentPath, e.name));
+    if (isTempName(e.name)) found.push(path.join(e.parentPath, e.name));
   }
   return found;
 }
@@ -129,7 +130,7 @@ describe("data copy between two agents", () => {
     await expectSameTree(pair.sourceLayout.root, pair.destLayout.root, { exclude: tableSnapshots });
     const snapshotDirs = (await readdir(pair.destLayout.root, { recursive: true })).filter((p) => /\/snapshots$/.test(p));
     expect(snapshotDirs).toEqual([]);
-    expect(await tempFilesUnder(pair.destLayout.root)).toEqual([]);
+    expect(await tempsUnder(pair.destLayout.root)).toEqual([]);
     const listed = await pair.destination.request("GET", TASKS);
     expect(listed.json).toEqual([task]);
   });
@@ -270,7 +271,7 @@ describe("data copy between two agents", () => {
     const taskId = await create(pair!, { maxIterations: 3, successThreshold: 1, maxConcurrency: 2 });
     await pollUntil(pair!.destination, `${TASKS}/${taskId}`, (t) => t.status[0]?.bytesTransferred > 10 << 20, 30_000, 50);
     await pair!.destination.kill("SIGKILL");
-    const partials = await tempFilesUnder(pair!.destLayout.root);
+    const partials = await tempsUnder(pair!.destLayout.root);
     const partialBig = partials.find((p) => p.endsWith(".CommitLog-7-99.log.partial"));
     expect(partialBig).toBeDefined();
     const partialBytes = (await stat(partialBig!)).size;
@@ -295,7 +296,7 @@ describe("data copy between two agents", () => {
     expect(states(task)).toEqual(["DOWNLOAD_COMPLETE", "SUCCESS"]);
     expect(task.status[0].bytesTransferred).toBeLessThanOrEqual(task.status[0].totalSize - partialBytes);
     await expectSameTree(pair!.sourceLayout.root, pair!.destLayout.root, { exclude: tableSnapshots });
-    expect(await tempFilesUnder(pair!.destLayout.root)).toEqual([]);
+    expect(await tempsUnder(pair!.destLayout.root)).toEqual([]);
   });
 });
 

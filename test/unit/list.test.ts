@@ -29,6 +29,8 @@ async function oddTree() {
     "data1/\u{1F600}/f": "4",
     "hints/1-2.hints": "55",
     "hints/.lm-sidecar.1-3.hints.partial": "6",
+    // A staging directory (migration/data-copy/staging.ts): a temp, never walked.
+    "data0/ks/.lm-sidecar.t2.partial/nb-1-big-Data.db": "7",
   });
   return makeInstance(instanceConfig(base));
 }
@@ -53,13 +55,13 @@ describe("listing walk", () => {
     expect(batches.flat().map((e) => e.absPath)).toEqual(entries.map((e) => e.absPath));
   });
 
-  it("finds the same entries and temp files through the thread pool as with synchronous calls", async () => {
+  it("finds the same entries, temp files and staging directories through the thread pool as with synchronous calls", async () => {
     const instance = await oddTree();
     const walk = async (budget: SyncBudget) => {
-      const tempFiles: string[] = [];
+      const temps: string[] = [];
       const entries = [];
-      for await (const batch of walkRoots(instance.roots, instance.exclusions, 1000, { tempFiles, budget })) entries.push(...batch);
-      return { entries, tempFiles };
+      for await (const batch of walkRoots(instance.roots, instance.exclusions, 1000, { temps, budget })) entries.push(...batch);
+      return { entries, temps };
     };
     const alwaysAsync = new (class extends SyncBudget {
       override get fast(): boolean {
@@ -68,7 +70,10 @@ describe("listing walk", () => {
     })();
     const synchronous = await walk(new SyncBudget());
     expect(synchronous.entries).toHaveLength(10);
-    expect(synchronous.tempFiles).toEqual([expect.stringMatching(/hints\/\.lm-sidecar\.1-3\.hints\.partial$/)]);
+    expect(synchronous.temps).toEqual([
+      expect.stringMatching(/hints\/\.lm-sidecar\.1-3\.hints\.partial$/),
+      expect.stringMatching(/data0\/ks\/\.lm-sidecar\.t2\.partial$/),
+    ]);
     expect(await walk(alwaysAsync)).toEqual(synchronous);
   });
 
@@ -85,7 +90,7 @@ describe("listing walk", () => {
     for (const algorithm of ["MD5", "XXHash32", "XXH64"] as const) {
       const listed = await listRoots(instance.roots, instance.exclusions, { digestAlgorithm: algorithm });
       expect(listed.entries.map(({ digest: _, ...entry }) => entry)).toEqual(plain.entries);
-      expect(listed.tempFiles).toEqual(plain.tempFiles);
+      expect(listed.temps).toEqual(plain.temps);
       const digested = listed.entries.filter((e) => e.digest !== undefined).map((e) => path.relative(data0, e.absPath));
       expect(digested.sort()).toEqual(
         ["ks/big/at-limit-Data.db", "ks/big/empty-Digest.crc32", "ks/caf\u00e9 x/plain-Data.db", "ks/caf\u00e9 x/x!'()*y%.db", "ks/t~1.2_a/nb-1-big-TOC.txt"]

@@ -7,6 +7,9 @@
  *        --> stream ended, writes done: `received` (the caller's next stream may start)
  *        --> syncFiles (one syncfs, fs/durable.ts) --> rename each
  *
+ * A file of a staged directory (staging.ts) is written under its own name inside the staging
+ * directory, which is renamed into place whole once all its files have settled: no rename here.
+ *
  * The same guarantees as file-transfer.ts: a file is renamed into place only when complete,
  * checked against the source's hash and durable; durability comes per batch instead of one
  * fsync per file. (A syncfs every 128 files cost the small benchmark tree ~140 `sync` processes
@@ -53,6 +56,11 @@ export interface BatchResult {
   readonly retry: SourceTarget[];
 }
 
+/** Whether a file goes in a batch rather than streaming alone (see planBatches). */
+export function isBatchable(target: SourceTarget, resumeMinBytes: number): boolean {
+  return target.entry.size <= BATCH_FILE_MAX_BYTES && target.entry.size < resumeMinBytes;
+}
+
 /**
  * Splits files into those that stream alone (in the given order) and batches of small ones: at
  * most BATCH_FILE_MAX_BYTES each, and below `resumeMinBytes` so that no file that could be
@@ -68,9 +76,8 @@ export function planBatches(
   streams: number,
   resumeMinBytes: number,
 ): { readonly singles: SourceTarget[]; readonly batches: SourceTarget[][] } {
-  const batchable = (t: SourceTarget) => t.entry.size <= BATCH_FILE_MAX_BYTES && t.entry.size < resumeMinBytes;
-  const singles = files.filter((t) => !batchable(t));
-  const small = files.filter(batchable).sort((a, b) => (a.absPath < b.absPath ? -1 : a.absPath > b.absPath ? 1 : 0));
+  const singles = files.filter((t) => !isBatchable(t, resumeMinBytes));
+  const small = files.filter((t) => isBatchable(t, resumeMinBytes)).sort((a, b) => (a.absPath < b.absPath ? -1 : a.absPath > b.absPath ? 1 : 0));
   const perBatch = Math.min(BATCH_MAX_FILES, Math.max(1, Math.ceil(small.length / Math.max(1, streams))));
   const batches: SourceTarget[][] = [];
   let current: SourceTarget[] = [];
@@ -212,7 +219,7 @@ export async function downloadBatch(
     await Promise.all(writes);
     if (ctx.signal.aborted) {
       // Cancelled before they were durable, so never renamed: the temp files go.
-      await Promise.all(written.map((t) => rm(tempPathFor(t.absPath), { force: true }).catch(() => undefined)));
+      await Promise.all(written.map((t) => rm(writePathOf(t), { force: true }).catch(() => undefined)));
     }
   }
   throwIfAborted(ctx.signal);
@@ -228,9 +235,15 @@ export async function downloadBatch(
 
 const EMPTY = new Uint8Array(0);
 
+/** Where a batched file is written: its temp name, or its own name inside a staging directory. */
+function writePathOf(target: SourceTarget): string {
+  return target.staged ? target.absPath : tempPathFor(target.absPath);
+}
+
 /**
- * Makes the written temp files of a batch durable at once, then renames each into place (settled
- * "downloaded"). If they cannot be made durable, every one goes back for a retry alone.
+ * Makes the written files of a batch durable at once, then renames each temp file into place;
+ * either way each is then settled "downloaded". If they cannot be made durable, every one goes
+ * back for a retry alone.
  */
 async function putInPlace(
   ctx: TransferContext,
@@ -239,7 +252,7 @@ async function putInPlace(
   handBack: (target: SourceTarget, reason: string, level?: "debug" | "warn") => void,
 ): Promise<void> {
   if (group.length === 0) return;
-  const temps = group.map((t) => tempPathFor(t.absPath));
+  const temps = group.map(writePathOf);
   try {
     await syncFiles(temps);
   } catch (err) {
@@ -248,6 +261,10 @@ async function putInPlace(
     return;
   }
   for (const [i, target] of group.entries()) {
+    if (target.staged) {
+      settle(target, { kind: "downloaded", size: target.entry.size, resumedFrom: 0 });
+      continue;
+    }
     const temp = temps[i]!;
     try {
       await ctx.budget.run(
@@ -264,14 +281,14 @@ async function putInPlace(
 }
 
 /**
- * Writes a checked file under its temp name and gives it the source mtime; putInPlace makes it
- * durable and renames it. The whole file (create, write, mtime, close) is one synchronous call
+ * Writes a checked file under its temp name (writePathOf) and gives it the source mtime;
+ * putInPlace makes it durable and renames it. The whole file (create, write, mtime, close) is one synchronous call
  * while ctx.budget allows: a page-cache write of a small file, judged slow or not as a whole.
  */
 async function writeTemp(ctx: TransferContext, target: SourceTarget, chunks: readonly Uint8Array[]): Promise<void> {
   const dir = path.dirname(target.absPath);
   if (!ctx.knownDirs.has(dir)) await ensureDirectory(ctx, dir);
-  const temp = tempPathFor(target.absPath);
+  const temp = writePathOf(target);
   const seconds = exactSeconds(target.entry.lastModifiedTime);
   try {
     await ctx.budget.run(

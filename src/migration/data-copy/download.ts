@@ -27,7 +27,8 @@ import { setMtimeMs, setMtimeMsSync } from "../../fs/mtime.js";
 import type { OperationStatus } from "./operation-status.js";
 import type { SourceTarget } from "./plan.js";
 import { downloadBatch, planBatches } from "./batch-transfer.js";
-import { createDirectory, createEmptyFile, downloadFile, type FileOutcome, type TransferContext } from "./file-transfer.js";
+import { createEmptyFile, downloadFile, ensureDirectory, type FileOutcome, type TransferContext } from "./file-transfer.js";
+import { DirectoryStaging } from "./staging.js";
 
 export interface DownloadSummary {
   readonly failures: { readonly fileUrl: string; readonly reason: string }[];
@@ -118,19 +119,24 @@ export async function downloadShortlist(
     }
   };
 
+  // New table directories of small files fill under a staging name (staging.ts).
+  const staging = new DirectoryStaging(shortlist, ctx.resumeMinBytes, (dir, err) => fail(dir, err));
+  if (staging.size > 0) ctx.logger.debug({ directories: staging.size }, "new directories fill under staging names");
   const dirs = shortlist
     .filter((t) => t.entry.fileType === "DIRECTORY")
     .sort((a, b) => (a.absPath < b.absPath ? -1 : a.absPath > b.absPath ? 1 : 0));
-  const empties = shortlist.filter((t) => t.entry.fileType === "FILE" && t.entry.size === 0);
+  const empties = shortlist.filter((t) => t.entry.fileType === "FILE" && t.entry.size === 0).map((t) => staging.targetFor(t));
   const files = shortlist
     .filter((t) => t.entry.fileType === "FILE" && t.entry.size > 0)
-    .sort((a, b) => b.entry.size - a.entry.size);
+    .sort((a, b) => b.entry.size - a.entry.size)
+    .map((t) => staging.targetFor(t));
 
   try {
     for (const t of dirs) {
       if (phase.signal.aborted) break;
       try {
-        await createDirectory(phaseCtx, t);
+        // Its mtime is set by syncDirectoryTimes, once everything below it is in place.
+        await ensureDirectory(phaseCtx, staging.directoryPath(t));
         status.incrementFilesDownloaded();
       } catch (err) {
         fail(t, err);
@@ -144,6 +150,7 @@ export async function downloadShortlist(
       } catch (err) {
         fail(t, err);
       }
+      staging.settled(phaseCtx, t);
     }
     const record = (t: SourceTarget, outcome: FileOutcome) => {
       switch (outcome.kind) {
@@ -160,6 +167,7 @@ export async function downloadShortlist(
           fail(t, new AgentError("Aborted", outcome.reason));
           break;
       }
+      staging.settled(phaseCtx, t);
     };
     const downloadAlone = async (t: SourceTarget, nearEnd?: () => void) => {
       if (phase.signal.aborted) return;
@@ -167,6 +175,7 @@ export async function downloadShortlist(
         record(t, await downloadFile(phaseCtx, t, status, nearEnd && { tailBytes: LARGE_TAIL_BYTES, maxTailBytes: LARGE_TAIL_MAX_BYTES, reached: nearEnd }));
       } catch (err) {
         fail(t, err);
+        staging.settled(phaseCtx, t);
       }
     };
     const downloadMany = async (batch: readonly SourceTarget[], slot: StreamSlot) => {
@@ -176,7 +185,10 @@ export async function downloadShortlist(
         // Its stream done, the batch lets the next one start while it makes its files durable.
         result = await downloadBatch(phaseCtx, batch, status, slot.release);
       } catch (err) {
-        for (const t of batch) fail(t, err);
+        for (const t of batch) {
+          fail(t, err);
+          staging.settled(phaseCtx, t);
+        }
         return;
       }
       for (const [t, outcome] of result.outcomes) record(t, outcome);
@@ -195,6 +207,7 @@ export async function downloadShortlist(
     );
   } finally {
     ctx.signal.removeEventListener("abort", onTaskAbort);
+    await staging.published();
     await makeRenamesDurable(ctx);
   }
   return { failures, vanished, resumedBytes, stoppedEarly };

@@ -349,7 +349,3 @@ export async function createEmptyFile(ctx: Pick<TransferContext, "touchedDirs" |
   ctx.touchedDirs.add(path.dirname(target.absPath));
 }
 
-/** Creates a DIRECTORY entry (and missing parents). Its mtime is set by syncDirectoryTimes. */
-export async function createDirectory(ctx: Pick<TransferContext, "knownDirs" | "budget">, target: SourceTarget): Promise<void> {
-  await ensureDirectory(ctx, target.absPath);
-}

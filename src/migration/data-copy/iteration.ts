@@ -99,11 +99,10 @@ export async function runIteration(ctx: IterationContext, status: OperationStatu
     const sources = mapSourceEntries(ctx.instance.roots, listing);
     const local = await localListing;
     const temps: TempFileInfo[] = await Promise.all(
-      local.tempFiles.map(async (p) => ({
-        path: p,
-        size: await stat(p).then((s) => s.size, () => 0),
-        record: await ctx.resume.get(targetPathOf(p)),
-      })),
+      local.temps.map(async (p) => {
+        const stats = await stat(p).catch(() => undefined);
+        return { path: p, size: stats?.size ?? 0, record: await ctx.resume.get(targetPathOf(p)), directory: stats?.isDirectory() };
+      }),
     );
     const cleaning = planCleaning(sources, local.entries, temps);
     for (const d of cleaning.deletions) log.debug({ path: d.absPath, kind: d.kind, reason: d.reason }, "deleting");

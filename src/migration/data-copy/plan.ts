@@ -32,6 +32,11 @@ import { isResumable, type ResumeRecord } from "./resume-store.js";
 export interface SourceTarget {
   readonly entry: FileEntry;
   readonly absPath: string;
+  /**
+   * `absPath` lies in a staging directory that is renamed into place whole (staging.ts): the
+   * file is written there under its own name, with no temp name or rename of its own.
+   */
+  readonly staged?: boolean;
 }
 
 /**
@@ -56,11 +61,13 @@ export function mapSourceEntries(roots: readonly MigrationRoot[], entries: reado
   return byPath;
 }
 
-/** A temp file found by the local listing, with what is known about it. */
+/** A temp file or staging directory found by the local listing, with what is known about it. */
 export interface TempFileInfo {
   readonly path: string;
   readonly size: number;
   readonly record: ResumeRecord | undefined;
+  /** A staging directory (staging.ts), never resumed: its pass did not publish it. */
+  readonly directory?: boolean;
 }
 
 export interface Deletion {
@@ -115,7 +122,8 @@ export function planCleaning(
     const target = targetPathOf(temp.path);
     const source = sources.get(target)?.entry;
     let reason: string | undefined;
-    if (!source) reason = "stale temp file: target absent at source";
+    if (temp.directory) reason = "staging directory of an unfinished pass";
+    else if (!source) reason = "stale temp file: target absent at source";
     else if (source.fileType !== "FILE") reason = "stale temp file: target is a directory at source";
     else if (keptPaths.has(target)) reason = "stale temp file: target already complete";
     else if (!temp.record) reason = "stale temp file: no resume record";

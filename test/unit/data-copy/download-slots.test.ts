@@ -4,7 +4,7 @@
  * to retry a file alone. syncFiles is gated here so that "waiting to be durable" lasts as long
  * as the test needs; everything else (the fake source's reads, the writes, the renames) is real.
  */
-import { access, readdir } from "node:fs/promises";
+import { access, mkdir, readdir } from "node:fs/promises";
 import path from "node:path";
 import { afterEach, expect, it, vi } from "vitest";
 import { BATCH_MAX_FILES } from "../../../src/migration/data-copy/batch-transfer.js";
@@ -48,13 +48,21 @@ const SPEC: TreeSpec = Object.fromEntries(
   Array.from({ length: FILES }, (_, i) => [`data0/ks/t/nb-${i}-big-Index.db`, { size: 200, seed: i + 1 }]),
 );
 
-/** Starts downloadShortlist of the whole tree at maxConcurrency 1 (one stream); does not wait for it. */
-async function startDownload(faults: FakePeerFaults = {}) {
+/**
+ * Starts downloadShortlist of the whole tree at maxConcurrency 1 (one stream); does not wait for
+ * it. With `tableDirExists`, data0/ks/t is created first and only the files are shortlisted, so
+ * they go under temp names; else the new table directory is staged (staging.ts).
+ */
+async function startDownload(faults: FakePeerFaults = {}, options: { tableDirExists?: boolean } = {}) {
   const pair = await makePair(SPEC);
   cleanups.push(pair.cleanup);
   pair.peer.faults = faults;
   const listing = await pair.peer.listFiles();
-  const targets = [...mapSourceEntries(pair.dest.roots, listing).values()];
+  let targets = [...mapSourceEntries(pair.dest.roots, listing).values()];
+  if (options.tableDirExists) {
+    await mkdir(path.join(pair.dstRoot, "data0/ks/t"), { recursive: true });
+    targets = targets.filter((t) => t.entry.fileType === "FILE");
+  }
   const ctx = transferContext(pair, { resumeMinBytes: 100 * 1024 });
   const totalBytes = listing.reduce((sum, e) => sum + Math.max(0, e.size), 0);
   const status = downloadingStatus(totalBytes, listing.length, targets.length);
@@ -63,7 +71,7 @@ async function startDownload(faults: FakePeerFaults = {}) {
 
 it("hands a batch's stream to the next batch while its files wait to be made durable, and renames none before they are", async () => {
   durability.close();
-  const { peer, dstRoot, srcRoot, done } = await startDownload();
+  const { peer, dstRoot, srcRoot, done } = await startDownload({}, { tableDirExists: true });
   // With one stream, the third batch can only start if the first two gave theirs up.
   await vi.waitFor(() => expect([peer.readFilesCalls, durability.gate.calls]).toEqual([3, 3]), { timeout: 10_000 });
   expect(peer.maxStreamsOpen).toBe(1);
@@ -73,6 +81,22 @@ it("hands a batch's stream to the next batch while its files wait to be made dur
   durability.gate.open();
   const summary = await done;
   expect(summary.failures).toEqual([]);
+  expect(await migratedTree(dstRoot)).toEqual(await migratedTree(srcRoot));
+});
+
+it("fills a new table directory under its staging name and renames it into place once every file is durable", async () => {
+  durability.close();
+  const { peer, dstRoot, srcRoot, done } = await startDownload();
+  await vi.waitFor(() => expect([peer.readFilesCalls, durability.gate.calls]).toEqual([3, 3]), { timeout: 10_000 });
+  // Every file is written under its own name, in a directory no listing looks into.
+  expect(await readdir(path.join(dstRoot, "data0/ks"))).toEqual([".lm-sidecar.t.partial"]);
+  const staged = await readdir(path.join(dstRoot, "data0/ks/.lm-sidecar.t.partial"));
+  expect(staged.length).toBe(FILES);
+  expect(staged.filter((name) => !name.endsWith("-Index.db"))).toEqual([]);
+  durability.gate.open();
+  const summary = await done;
+  expect(summary.failures).toEqual([]);
+  expect(await readdir(path.join(dstRoot, "data0/ks"))).toEqual(["t"]);
   expect(await migratedTree(dstRoot)).toEqual(await migratedTree(srcRoot));
 });
 

@@ -5,7 +5,7 @@ import { AgentError } from "../../../src/errors.js";
 import { mtimeMsOf } from "../../../src/fs/mtime.js";
 import { tempPathFor } from "../../../src/fs/temp-name.js";
 import { SyncBudget } from "../../../src/fs/sync-budget.js";
-import { adaptiveTailBytes, createDirectory, createEmptyFile, downloadFile } from "../../../src/migration/data-copy/file-transfer.js";
+import { adaptiveTailBytes, ensureDirectory, createEmptyFile, downloadFile } from "../../../src/migration/data-copy/file-transfer.js";
 import { mapSourceEntries, type SourceTarget } from "../../../src/migration/data-copy/plan.js";
 import { downloadingStatus, FAST_RETRY, makePair, pseudoRandom, transferContext } from "./fakes.js";
 
@@ -240,7 +240,7 @@ describe("empty files and directories", () => {
     expect(st.size).toBe(0n);
     expect(mtimeMsOf(st)).toBe(toc.entry.lastModifiedTime);
     const dir = [...s.targets.values()].find((t) => t.entry.fileType === "DIRECTORY")!;
-    await createDirectory({ knownDirs: new Set(), budget: new SyncBudget() }, dir);
+    await ensureDirectory({ knownDirs: new Set(), budget: new SyncBudget() }, dir.absPath);
     expect((await stat(dir.absPath)).isDirectory()).toBe(true);
   });
 });

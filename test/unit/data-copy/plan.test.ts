@@ -92,7 +92,10 @@ describe("cleaning decisions", () => {
     const sources = mapSourceEntries(instance.roots, source);
     const local = await listRoots(instance.roots, instance.exclusions);
     const temps: TempFileInfo[] = await Promise.all(
-      local.tempFiles.map(async (p) => ({ path: p, size: (await stat(p)).size, record: records[p] })),
+      local.temps.map(async (p) => {
+        const stats = await stat(p);
+        return { path: p, size: stats.size, record: records[p], directory: stats.isDirectory() };
+      }),
     );
     return { sources, local, result: planCleaning(sources, local.entries, temps) };
   }
@@ -131,6 +134,18 @@ describe("cleaning decisions", () => {
     await applyCleaning(instance.roots, result.deletions);
     expect(await readdir(data0)).toEqual(["kept"]);
     expect(await readdir(path.join(data0, "kept"))).toEqual([]);
+  });
+
+  it("deletes a staging directory that an unfinished pass left, with its contents", async () => {
+    const { instance, data0, file, dir } = await setup();
+    await writeTree(data0, { "ks/.lm-sidecar.t.partial/a-Data.db": "x", "ks/.lm-sidecar.t.partial/.lm-sidecar.b-Data.db.partial": "y" });
+    const { local, result } = await plan(instance, [dir("ks"), dir("ks/t"), file("ks/t/a-Data.db", 1, 5), file("ks/t/b-Data.db", 1, 5)]);
+    expect(local.entries.map((e) => path.relative(data0, e.absPath))).toEqual(["ks"]);
+    expect(result.deletions.map((d) => [path.relative(data0, d.absPath), d.kind, d.reason])).toEqual([
+      ["ks/.lm-sidecar.t.partial", "TEMP", "staging directory of an unfinished pass"],
+    ]);
+    await applyCleaning(instance.roots, result.deletions);
+    expect(await readdir(path.join(data0, "ks"))).toEqual([]);
   });
 
   it("repairs a type swap in both directions", async () => {
