@@ -19,6 +19,10 @@
  * failed or vanished file is simply absent, as it would be without staging). Directories of a
  * cancelled or stopped phase are never published: the next pass's CLEANING deletes their
  * staging directories, like any temp file without a resume record.
+ *
+ * The price: a pass that stops (cancel, crash, source down) loses the files of the directories
+ * it was filling, where per-file renames would have kept those already in place. Batches take
+ * files in path order, so that is a few directories per stream.
  */
 import { rename, renameSync } from "node:fs";
 import path from "node:path";
