@@ -40,15 +40,36 @@ import { EMPTY_BYTES, fromFileDigest, fromInstanceFile, type ReadFilesPieceField
  * Zero-copy ReadFile chunks. toBinary copies every chunk into a fresh buffer before grpc-js
  * copies it again into its frame: on a 4 GiB copy that is 4 GiB more of short-lived 1 MiB
  * buffers, and the source agent's GC and page faults were the biggest share of its CPU. A chunk
- * read into allocChunk's buffer has room in front for the protobuf field header, so
- * encodeReadFileResponse writes the header there and hands that very memory to grpc-js.
- * (Recycling chunk memory once grpc-js had copied it was tried twice: the source's peak RSS fell
+ * read into allocChunk's buffer has room in front for the protobuf field header and the gRPC
+ * message header, so encodeReadFileResponse writes the first there, grpc-framing.ts the second,
+ * and grpc-js sends that very memory. (Recycling chunk memory once grpc-js had copied it was tried twice: the source's peak RSS fell
  * by 25-55 MB, but the 4 GiB copy took longer both times, ~3 s in an A/B of 6 pairs, and ~1.1 s
  * (17.7 -> 18.8 s) in 5 pairs without incremental marking, so each chunk has its own.)
  */
 
-/** Room in front of a chunk: the `data` field's tag (1 byte) and longest length varint (5 bytes). */
-const CHUNK_HEADROOM = 6;
+/**
+ * Bytes of the gRPC message header (compression flag, 4-byte length) that grpc-js puts in front
+ * of every message it sends.
+ */
+export const FRAME_HEADER_BYTES = 5;
+/**
+ * Encoded server messages with FRAME_HEADER_BYTES of their own memory in front: grpc-framing.ts
+ * writes their gRPC header there instead of copying them behind one.
+ */
+export const framable = new WeakSet<Uint8Array>();
+
+/** A buffer for an encoded server message of `size` bytes, with room of its own for its gRPC header. */
+function allocMessage(size: number): Buffer {
+  const message = Buffer.allocUnsafeSlow(FRAME_HEADER_BYTES + size).subarray(FRAME_HEADER_BYTES);
+  framable.add(message);
+  return message;
+}
+
+/**
+ * Room in front of a chunk: the `data` field's tag (1 byte) and longest length varint (5 bytes),
+ * and the gRPC header in front of those.
+ */
+const CHUNK_HEADROOM = 6 + FRAME_HEADER_BYTES;
 /** Chunks with CHUNK_HEADROOM bytes of their own memory in front (never shared, never pooled). */
 const chunksWithHeadroom = new WeakSet<Uint8Array>();
 /** `data` is field 1, wire type 2 (length-delimited). */
@@ -88,6 +109,7 @@ export function encodeReadFileResponse(message: ReadFileResponse): Buffer | unde
   const start = data.byteOffset - header.length;
   const frame = Buffer.from(data.buffer, start, header.length + data.byteLength);
   frame.set(header, 0);
+  framable.add(frame);
   return frame;
 }
 
@@ -208,7 +230,7 @@ export function encodeListFilesResponse(message: PeerServiceListFilesResponse): 
   const digestBytes = digests.map((digest) => Buffer.byteLength(digest));
   // Every element of a repeated string is written, the empty string included.
   for (const bytes of digestBytes) total += delimitedLength(bytes);
-  const out = Buffer.allocUnsafe(total);
+  const out = allocMessage(total);
   let at = 0;
   for (let i = 0; i < files.length; i++) {
     const file = files[i]!;
@@ -519,7 +541,7 @@ export function encodeReadFilesResponse(message: ReadFilesResponse): Buffer | un
     sizes[at] = body;
     total += delimitedLength(body);
   }
-  const out = Buffer.allocUnsafe(total);
+  const out = allocMessage(total);
   let at = 0;
   for (let i = 0; i < pieces.length; i++) {
     const { index, data, trailer, error } = pieces[i]!;

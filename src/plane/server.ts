@@ -19,6 +19,7 @@ import type { InstanceRegistry } from "../instance/registry.js";
 import type { Logger } from "../log.js";
 import type { RequestLimiter } from "../migration/request-limiter.js";
 import { addConnectService, PLANE_MAX_MESSAGE_BYTES } from "./definition.js";
+import { installInPlaceFraming } from "./grpc-framing.js";
 import { createPeerService } from "./peer-service.js";
 
 const HEALTH_SERVICE = "grpc.health.v1.Health";
@@ -70,6 +71,7 @@ type ReflectionPackage = ConstructorParameters<typeof ReflectionService>[0];
 /** Builds the plane server; nothing is bound until listen(). */
 export function createPlaneServer(options: PlaneServerOptions): PlaneServer {
   const { logger } = options;
+  if (!installInPlaceFraming()) logger.debug("grpc-js is not the version grpc-framing.ts was checked against: messages are framed by copy");
   const shutdownController = new AbortController();
   const server = new grpc.Server({
     "grpc.max_receive_message_length": PLANE_MAX_MESSAGE_BYTES,
