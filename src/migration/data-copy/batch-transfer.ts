@@ -282,8 +282,9 @@ async function putInPlace(
 
 /**
  * Writes a checked file under its temp name (writePathOf) and gives it the source mtime;
- * putInPlace makes it durable and renames it. The whole file (create, write, mtime, close) is one synchronous call
- * while ctx.budget allows: a page-cache write of a small file, judged slow or not as a whole.
+ * putInPlace makes it durable and renames it. The whole file (create, write, mtime, close) is
+ * one synchronous call while ctx.budget allows: a page-cache write of a small file, judged slow
+ * or not as a whole.
  */
 async function writeTemp(ctx: TransferContext, target: SourceTarget, chunks: readonly Uint8Array[]): Promise<void> {
   const dir = path.dirname(target.absPath);
