@@ -221,7 +221,7 @@ export function openReadableFileSync(resolved: ResolvedFileUrl, exclusions: Excl
     throw code === "ENOENT" || code === "ENOTDIR" || code === "ELOOP" ? resolveError(err) : AgentError.from(err);
   }
   try {
-    return { ...checkReadable(resolved, exclusions, realPath, fstatSync(fd, { bigint: true })), fd };
+    return checkReadable(resolved, exclusions, realPath, fstatSync(fd, { bigint: true }), fd);
   } catch (err) {
     closeSync(fd);
     throw err instanceof AgentError ? err : statError(err);
@@ -267,11 +267,29 @@ function checkContained(realPath: string, realBase: string): void {
   }
 }
 
-function checkReadable(resolved: ResolvedFileUrl, exclusions: Exclusions, realPath: string, stats: BigIntStats): ReadableFile {
+/**
+ * The checks every readable file passes, and its ReadableFile (with `fd` when it is open).
+ * The result is built property by property: an object spread of `resolved` plus new
+ * properties takes V8's slow path, ~3.5 µs per file on the reference machine (60 ms of the
+ * source's main thread per copy of the small benchmark tree) against ~0.05 µs.
+ */
+function checkReadable(resolved: ResolvedFileUrl, exclusions: Exclusions, realPath: string, stats: BigIntStats): ReadableFile;
+function checkReadable(resolved: ResolvedFileUrl, exclusions: Exclusions, realPath: string, stats: BigIntStats, fd: number): OpenReadableFile;
+function checkReadable(
+  resolved: ResolvedFileUrl,
+  exclusions: Exclusions,
+  realPath: string,
+  stats: BigIntStats,
+  fd?: number,
+): ReadableFile | OpenReadableFile {
   if (stats.isDirectory()) throw new AgentError("InvalidArgument", "Cannot transfer directory");
   if (!stats.isFile()) throw new AgentError("NotFound", "File not found");
   if (exclusions.isPathExcluded(resolved.root, resolved.absPath, false)) {
     throw new AgentError("NotFound", "Requested path is excluded from live migration");
   }
-  return { ...resolved, realPath, size: Number(stats.size), lastModifiedTime: mtimeMsOf(stats) };
+  const { root, relPath, absPath } = resolved;
+  const size = Number(stats.size);
+  const lastModifiedTime = mtimeMsOf(stats);
+  if (fd === undefined) return { root, relPath, absPath, realPath, size, lastModifiedTime };
+  return { root, relPath, absPath, realPath, size, lastModifiedTime, fd };
 }
