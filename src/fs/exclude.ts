@@ -31,7 +31,16 @@ interface RootMatchers {
   readonly files: Matcher[];
   readonly dirs: Matcher[];
   readonly patterns: { kind: "file" | "dir"; spec: string }[];
+  /**
+   * Directories below the root already judged by isPathExcluded: true when the directory or one
+   * of its ancestors below the root is excluded. A source serving a pass judges every file it
+   * sends, and files come by the dozen from each directory.
+   */
+  readonly judgedDirs: Map<string, boolean>;
 }
+
+/** Directories remembered per root (judgedDirs) before the memory starts afresh. */
+const JUDGED_DIRS_MAX = 65_536;
 
 /** Checks an exclusion spec's syntax and placeholder; returns an error text or undefined. */
 export function checkExclusionSpec(spec: string): string | undefined {
@@ -95,7 +104,7 @@ export class Exclusions {
     }
     const byRoot = new Map<MigrationRoot, RootMatchers>();
     for (const root of roots) {
-      const set: RootMatchers = { files: [], dirs: [], patterns: [] };
+      const set: RootMatchers = { files: [], dirs: [], patterns: [], judgedDirs: new Map() };
       for (const [kind, specs] of [["file", filesToExclude], ["dir", dirsToExclude]] as const) {
         for (const spec of specs) {
           const expanded = expandFor(spec, root);
@@ -128,15 +137,23 @@ export class Exclusions {
     if (!set) return false;
     if ((isDir ? set.dirs : set.files).some((m) => m(absPath))) return true;
     if (set.dirs.length === 0) return false;
-    const below = root.path + path.sep;
-    for (let dir = path.dirname(absPath); dir.startsWith(below); dir = path.dirname(dir)) {
-      if (set.dirs.some((m) => m(dir))) return true;
-    }
-    return false;
+    return isInExcludedDir(set, root.path + path.sep, path.dirname(absPath));
   }
 
   /** The expanded patterns per root, for `check-config`. */
   describe(): { root: MigrationRoot; kind: "file" | "dir"; pattern: string }[] {
     return [...this.byRoot].flatMap(([root, set]) => set.patterns.map((p) => ({ root, kind: p.kind, pattern: p.spec })));
   }
+}
+
+/** True when `dir` or an ancestor of it that lies below the root (`below`: the root path and a separator) is excluded. */
+function isInExcludedDir(set: RootMatchers, below: string, dir: string): boolean {
+  if (!dir.startsWith(below)) return false;
+  let excluded = set.judgedDirs.get(dir);
+  if (excluded === undefined) {
+    excluded = set.dirs.some((m) => m(dir)) || isInExcludedDir(set, below, path.dirname(dir));
+    if (set.judgedDirs.size >= JUDGED_DIRS_MAX) set.judgedDirs.clear();
+    set.judgedDirs.set(dir, excluded);
+  }
+  return excluded;
 }

@@ -258,7 +258,9 @@ function statError(err: unknown): AgentError {
 }
 
 function isContained(realPath: string, realBase: string): boolean {
-  return realPath === realBase || realPath.startsWith(realBase + path.sep);
+  if (!realPath.startsWith(realBase)) return false;
+  // The base itself, or a path below it (the next character a separator): no string built per file.
+  return realPath.length === realBase.length || realPath[realBase.length] === path.sep;
 }
 
 function checkContained(realPath: string, realBase: string): void {

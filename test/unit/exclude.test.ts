@@ -52,6 +52,24 @@ describe("exclusions", () => {
     expect(ex.isPathExcluded(root("data", 0), "/c/data0/system/local-1/nb-1-big-Data.db", false)).toBe(false);
   });
 
+  it("judges each directory once and answers the same for every file below it, in any order", () => {
+    const ex = Exclusions.compile(roots, [], ["glob:${DATA_FILE_DIR}/ks/*/snapshots"]);
+    const data0 = root("data", 0);
+    const judged = [
+      ["/c/data0/ks/t-1/snapshots/s1/nb-1-big-Data.db", true],
+      ["/c/data0/ks/t-1/nb-1-big-Data.db", false],
+      ["/c/data0/ks/t-1/snapshots/s1/nb-2-big-Data.db", true],
+      ["/c/data0/ks/t-1/snapshots/nb-1-big-Data.db", true],
+      ["/c/data0/ks/t-2/nb-1-big-Data.db", false],
+      ["/c/data0/other/t-1/snapshots/nb-1-big-Data.db", false],
+    ] as const;
+    for (let round = 0; round < 2; round++) {
+      for (const [file, excluded] of judged) expect(ex.isPathExcluded(data0, file, false), file).toBe(excluded);
+    }
+    // The same directory under another root is judged by that root's own patterns.
+    expect(ex.isPathExcluded(root("hints"), "/c/hints/ks/t-1/snapshots/x", false)).toBe(false);
+  });
+
   it("supports regex: and every single-dir placeholder", () => {
     const ex = Exclusions.compile(
       roots,
