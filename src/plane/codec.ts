@@ -272,7 +272,8 @@ class CanonicalReader {
   private readonly text: Buffer;
 
   constructor(private readonly bytes: Uint8Array) {
-    this.text = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    // grpc-js hands the decoders Buffers already; a view is made only for other input.
+    this.text = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   }
 
   get done(): boolean {
