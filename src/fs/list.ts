@@ -104,102 +104,147 @@ export async function* walkRoots(
       if (vanished(err)) continue;
       throw new AgentError("Internal", `cannot read ${base}: ${(err as Error).message}`, { cause: err });
     }
-    const walk = async function* (absDir: string, relDir: string, dirUrl: string): AsyncGenerator<LocalEntry[]> {
-      let names;
-      try {
-        names = await budget.run(
-          () => readdirSync(absDir, { withFileTypes: true }),
-          () => readdir(absDir, { withFileTypes: true }),
-        );
-      } catch (err) {
-        if (vanished(err)) return;
-        throw new AgentError("Internal", `cannot list ${absDir}: ${(err as Error).message}`, { cause: err });
-      }
-      names.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-      // absDir is normalized (roots are path.resolve'd) and a name has no slash: no path.join.
-      const prefix = absDir === path.sep ? absDir : absDir + path.sep;
-      const found: (LocalEntry | undefined)[] = new Array(names.length);
-      /** `included`: the caller already knows `absPath` to be a file that files_to_exclude does not match. */
-      const entryOf = (dirent: Dirent, absPath: string, st: BigIntStats, digest?: string, included = false): LocalEntry | undefined => {
-        const isDir = st.isDirectory();
-        if (!isDir && !st.isFile()) return undefined; // sockets, fifos, dangling links
-        if (!included && (isDir ? exclusions.isDirExcluded(root, absPath) : exclusions.isFileExcluded(root, absPath))) return undefined;
-        return {
-          root,
-          relPath: relDir === "" ? dirent.name : `${relDir}/${dirent.name}`,
-          absPath,
-          fileUrl: childFileUrl(dirUrl, dirent.name),
-          size: isDir ? -1 : Number(st.size),
-          fileType: isDir ? "DIRECTORY" : "FILE",
-          lastModifiedTime: mtimeMsOf(st),
-          // Always present, so that every entry has one shape (no spread per entry).
-          digest,
-        };
-      };
-      const statFailed = (absPath: string, err: unknown): undefined => {
-        if (vanished(err)) return undefined;
-        throw new AgentError("Internal", `cannot stat ${absPath}: ${(err as Error).message}`, { cause: err });
-      };
-      for (let i = 0; i < names.length; ) {
-        if (budget.fast) {
-          // One entry at a time, with no promise per entry: a listing stats every path.
-          const dirent = names[i]!;
-          const absPath = prefix + dirent.name;
-          if (isTempName(dirent.name) && (dirent.isFile() || dirent.isDirectory())) {
-            temps.push(absPath);
-          } else {
-            const started = performance.now();
-            let st: BigIntStats | undefined;
-            let digested: OpenDigest | undefined;
-            try {
-              if (digestAlgorithm !== undefined && dirent.isFile() && !exclusions.isFileExcluded(root, absPath)) {
-                digested = statAndDigestSync(absPath, digestAlgorithm);
-                st = digested?.stats;
-              }
-              st ??= statSync(absPath, { bigint: true });
-            } catch (err) {
-              statFailed(absPath, err);
-            }
-            // Only the filesystem calls are charged: hashing costs the same however the bytes were read.
-            const turn = budget.charge(started + (digested?.hashingMs ?? 0));
-            if (turn) await turn;
-            // A file opened for its digest was checked against files_to_exclude before.
-            if (st) found[i] = entryOf(dirent, absPath, st, digested?.digest, digested?.stats.isFile() === true);
-          }
-          i++;
-          continue;
-        }
-        // Slow metadata: STAT_PARALLELISM stats at once through the thread pool.
-        const slice = names.slice(i, i + STAT_PARALLELISM);
-        const first = i;
-        await Promise.all(
-          slice.map(async (dirent, j) => {
-            const absPath = prefix + dirent.name;
-            if (isTempName(dirent.name) && (dirent.isFile() || dirent.isDirectory())) {
-              temps.push(absPath);
-              return;
-            }
-            const st = await stat(absPath, { bigint: true }).catch((err: unknown) => statFailed(absPath, err));
-            if (st) found[first + j] = entryOf(dirent, absPath, st);
-          }),
-        );
-        i += slice.length;
-      }
-      for (let k = 0; k < names.length; k++) {
-        const entry = found[k];
-        if (!entry) continue;
-        batch.push(entry);
-        if (batch.length >= batchEntries) {
-          yield batch;
-          batch = [];
-        }
-        // Traverse real directories only, never a symlink to one.
-        if (entry.fileType === "DIRECTORY" && names[k]!.isDirectory()) yield* walk(entry.absPath, entry.relPath, entry.fileUrl);
-      }
-    };
-    yield* walk(base, "", rootFileUrl(root));
+    const walk: RootWalk = { root, exclusions, temps, budget, digestAlgorithm, batchEntries, batch };
+    yield* walkDirectory(walk, base, "", rootFileUrl(root));
+    batch = walk.batch;
   }
   if (batch.length > 0) yield batch;
+}
+
+/** What the walk of one root shares across its directories. */
+interface RootWalk {
+  readonly root: MigrationRoot;
+  readonly exclusions: Exclusions;
+  readonly temps: string[];
+  readonly budget: SyncBudget;
+  readonly digestAlgorithm: DigestAlgorithmName | undefined;
+  readonly batchEntries: number;
+  /** The batch being filled: yielded once it holds batchEntries, then replaced. */
+  batch: LocalEntry[];
+}
+
+/**
+ * Walks one directory: its entries in name order, each directory followed by its subtree.
+ *
+ * A module-level generator, not a closure made per root or per listing: V8 gives the
+ * generator objects of each closure a map of their own, so a long-lived source whose every
+ * listing made new closures saw its optimized walk deoptimize at each `yield*` on the new
+ * closures' generators ("wrong map", ~100 times per copy of the small benchmark tree).
+ */
+async function* walkDirectory(walk: RootWalk, absDir: string, relDir: string, dirUrl: string): AsyncGenerator<LocalEntry[]> {
+  const { root, exclusions, temps, budget, digestAlgorithm } = walk;
+  let names;
+  try {
+    names = await budget.run(
+      () => readdirSync(absDir, { withFileTypes: true }),
+      () => readdir(absDir, { withFileTypes: true }),
+    );
+  } catch (err) {
+    if (vanished(err)) return;
+    throw new AgentError("Internal", `cannot list ${absDir}: ${(err as Error).message}`, { cause: err });
+  }
+  names.sort(byName);
+  // absDir is normalized (roots are path.resolve'd) and a name has no slash: no path.join.
+  const prefix = absDir === path.sep ? absDir : absDir + path.sep;
+  const found: (LocalEntry | undefined)[] = new Array(names.length);
+  for (let i = 0; i < names.length; ) {
+    if (budget.fast) {
+      // One entry at a time, with no promise per entry: a listing stats every path.
+      const dirent = names[i]!;
+      const absPath = prefix + dirent.name;
+      if (isTempName(dirent.name) && (dirent.isFile() || dirent.isDirectory())) {
+        temps.push(absPath);
+      } else {
+        const started = performance.now();
+        let st: BigIntStats | undefined;
+        let digested: OpenDigest | undefined;
+        try {
+          if (digestAlgorithm !== undefined && dirent.isFile() && !exclusions.isFileExcluded(root, absPath)) {
+            digested = statAndDigestSync(absPath, digestAlgorithm);
+            st = digested?.stats;
+          }
+          st ??= statSync(absPath, { bigint: true });
+        } catch (err) {
+          statFailed(absPath, err);
+        }
+        // Only the filesystem calls are charged: hashing costs the same however the bytes were read.
+        const turn = budget.charge(started + (digested?.hashingMs ?? 0));
+        if (turn) await turn;
+        // A file opened for its digest was checked against files_to_exclude before.
+        if (st) found[i] = entryOf(walk, relDir, dirUrl, dirent, absPath, st, digested?.digest, digested?.stats.isFile() === true);
+      }
+      i++;
+      continue;
+    }
+    // Slow metadata: STAT_PARALLELISM stats at once through the thread pool.
+    const slice = names.slice(i, i + STAT_PARALLELISM);
+    const first = i;
+    await Promise.all(
+      slice.map(async (dirent, j) => {
+        const absPath = prefix + dirent.name;
+        if (isTempName(dirent.name) && (dirent.isFile() || dirent.isDirectory())) {
+          temps.push(absPath);
+          return;
+        }
+        const st = await stat(absPath, { bigint: true }).catch((err: unknown) => statFailed(absPath, err));
+        if (st) found[first + j] = entryOf(walk, relDir, dirUrl, dirent, absPath, st);
+      }),
+    );
+    i += slice.length;
+  }
+  for (let k = 0; k < names.length; k++) {
+    const entry = found[k];
+    if (!entry) continue;
+    walk.batch.push(entry);
+    if (walk.batch.length >= walk.batchEntries) {
+      yield walk.batch;
+      walk.batch = [];
+    }
+    // Traverse real directories only, never a symlink to one.
+    if (entry.fileType === "DIRECTORY" && names[k]!.isDirectory()) yield* walkDirectory(walk, entry.absPath, entry.relPath, entry.fileUrl);
+  }
+}
+
+function byName(a: Dirent, b: Dirent): number {
+  return a.name < b.name ? -1 : a.name > b.name ? 1 : 0;
+}
+
+/**
+ * The listing entry of a stat'ed path, or undefined for what a listing leaves out: other types
+ * than files and directories (sockets, FIFOs, dangling links) and excluded paths.
+ * `included`: the caller already knows `absPath` to be a file that files_to_exclude does not match.
+ */
+function entryOf(
+  walk: RootWalk,
+  relDir: string,
+  dirUrl: string,
+  dirent: Dirent,
+  absPath: string,
+  st: BigIntStats,
+  digest?: string,
+  included = false,
+): LocalEntry | undefined {
+  const isDir = st.isDirectory();
+  if (!isDir && !st.isFile()) return undefined;
+  const { root, exclusions } = walk;
+  if (!included && (isDir ? exclusions.isDirExcluded(root, absPath) : exclusions.isFileExcluded(root, absPath))) return undefined;
+  return {
+    root,
+    relPath: relDir === "" ? dirent.name : `${relDir}/${dirent.name}`,
+    absPath,
+    fileUrl: childFileUrl(dirUrl, dirent.name),
+    size: isDir ? -1 : Number(st.size),
+    fileType: isDir ? "DIRECTORY" : "FILE",
+    lastModifiedTime: mtimeMsOf(st),
+    // Always present, so that every entry has one shape (no spread per entry).
+    digest,
+  };
+}
+
+/** A path that vanished is left out; any other stat error fails the listing. */
+function statFailed(absPath: string, err: unknown): undefined {
+  if (vanished(err)) return undefined;
+  throw new AgentError("Internal", `cannot stat ${absPath}: ${(err as Error).message}`, { cause: err });
 }
 
 interface OpenDigest {
