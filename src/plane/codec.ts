@@ -602,9 +602,12 @@ function decodeCanonicalPieces(bytes: Uint8Array): ReadFilesPieceFields[] | unde
     if (reader.tag() !== PIECES_TAG) return undefined;
     const end = reader.lengthDelimited();
     if (end === undefined) return undefined;
+    // Every field set from the start, so that all pieces have one shape, as fromBinary's have.
     const piece: { index: number; data: Uint8Array; trailer?: ReadFilesPieceFields["trailer"]; error?: ReadFilesPieceFields["error"] } = {
       index: 0,
       data: EMPTY_BYTES,
+      trailer: undefined,
+      error: undefined,
     };
     while (reader.at < end) {
       const tag = reader.tag();

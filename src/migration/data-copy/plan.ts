@@ -56,7 +56,8 @@ export function mapSourceEntries(roots: readonly MigrationRoot[], entries: reado
     if (resolved.relPath === "") {
       throw new AgentError("InvalidArgument", `Source listing names a root directory: ${entry.fileUrl}`);
     }
-    byPath.set(resolved.absPath, { entry, absPath: resolved.absPath });
+    // `staged` set on every target, so that all have one shape (staging.ts makes the staged ones).
+    byPath.set(resolved.absPath, { entry, absPath: resolved.absPath, staged: false });
   }
   return byPath;
 }
