@@ -215,37 +215,62 @@ const STAT_PARALLELISM = 32;
 export async function findMissing(
   sources: readonly SourceTarget[],
   keptPaths: ReadonlySet<string>,
+  budget = new SyncBudget(),
 ): Promise<SourceTarget[]> {
-  const present: boolean[] = new Array(sources.length).fill(true);
-  const unknown: number[] = [];
-  sources.forEach((s, i) => {
-    if (!keptPaths.has(s.absPath)) unknown.push(i);
-  });
+  const missing: SourceTarget[] = [];
   const missingDirs = new Set<string>();
-  const budget = new SyncBudget();
-  for (let i = 0; i < unknown.length; i += STAT_PARALLELISM) {
-    await Promise.all(
-      unknown.slice(i, i + STAT_PARALLELISM).map(async (index) => {
-        const { absPath, entry } = sources[index]!;
-        // The synchronous calls run in listing order, so a parent is settled before its children.
-        if (missingDirs.has(path.dirname(absPath))) {
-          present[index] = false;
-        } else {
-          try {
-            const stats = await budget.run(
-              () => statOrUndefinedSync(absPath),
-              () => statOrUndefined(absPath),
-            );
-            present[index] = stats !== undefined;
-          } catch (err) {
-            throw new AgentError("Internal", `Cannot stat ${absPath}: ${(err as Error).message}`, { cause: err });
-          }
-        }
-        if (!present[index] && entry.fileType === "DIRECTORY") missingDirs.add(absPath);
-      }),
+  /** Records whether sources[i] exists locally. */
+  const settle = (i: number, present: boolean) => {
+    const target = sources[i]!;
+    if (present) return;
+    missing.push(target);
+    if (target.entry.fileType === "DIRECTORY") missingDirs.add(target.absPath);
+  };
+  const statFailed = (absPath: string, err: unknown): never => {
+    throw new AgentError("Internal", `Cannot stat ${absPath}: ${(err as Error).message}`, { cause: err });
+  };
+  for (let i = 0; i < sources.length; ) {
+    const { absPath } = sources[i]!;
+    // Kept by cleaning, or below a directory found missing (the listing names a directory
+    // before its contents): settled without a stat.
+    if (keptPaths.has(absPath)) {
+      i++;
+      continue;
+    }
+    if (missingDirs.has(path.dirname(absPath))) {
+      settle(i++, false);
+      continue;
+    }
+    if (budget.fast) {
+      // One path at a time, with no promise per path.
+      const started = performance.now();
+      let stats;
+      try {
+        stats = statOrUndefinedSync(absPath);
+      } catch (err) {
+        statFailed(absPath, err);
+      }
+      settle(i++, stats !== undefined);
+      const turn = budget.charge(started);
+      if (turn) await turn;
+      continue;
+    }
+    // Slow metadata: up to STAT_PARALLELISM unknown paths at once through the thread pool, in
+    // listing order (a directory is settled before the paths below it are looked at).
+    const slice: number[] = [];
+    for (let j = i; j < sources.length && slice.length < STAT_PARALLELISM; j++) {
+      const p = sources[j]!.absPath;
+      if (keptPaths.has(p)) continue;
+      if (slice.length > 0 && missingDirs.has(path.dirname(p))) break;
+      slice.push(j);
+      i = j + 1;
+    }
+    const found = await Promise.all(
+      slice.map((j) => statOrUndefined(sources[j]!.absPath).catch((err: unknown) => statFailed(sources[j]!.absPath, err))),
     );
+    slice.forEach((j, k) => settle(j, found[k] !== undefined));
   }
-  return sources.filter((_, i) => !present[i]);
+  return missing;
 }
 
 export type ThresholdDecision =

@@ -4,6 +4,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { listRoots } from "../../../src/fs/list.js";
 import { setMtimeMs } from "../../../src/fs/mtime.js";
 import { tempPathFor } from "../../../src/fs/temp-name.js";
+import { SyncBudget } from "../../../src/fs/sync-budget.js";
 import { fileUrlOf } from "../../../src/instance/directories.js";
 import {
   applyCleaning,
@@ -243,6 +244,13 @@ describe("cleaning decisions", () => {
   });
 });
 
+/** A budget that always takes the thread pool, as after slow metadata calls. */
+class SlowBudget extends SyncBudget {
+  override get fast(): boolean {
+    return false;
+  }
+}
+
 describe("findMissing", () => {
   it("shortlists source entries whose local path does not exist, and respects existing excluded paths", async () => {
     const { instance, data0, file, dir } = await setup();
@@ -256,7 +264,10 @@ describe("findMissing", () => {
     expect(missing.map((m) => path.relative(data0, m.absPath))).toEqual(["ks/t/need", "ks/t/new"]);
   });
 
-  it("takes the whole subtree of a missing directory as missing, and checks each path below a present one", async () => {
+  it.each([
+    ["synchronous calls", () => new SyncBudget()],
+    ["thread-pool calls (slow metadata)", () => new SlowBudget()],
+  ])("takes the whole subtree of a missing directory as missing, and checks each path below a present one, with %s", async (_, budget) => {
     const { instance, data0, file, dir } = await setup();
     // "ks/t" exists with one file; "ks/u" does not exist; "ks/f" is a file where the source has a directory.
     await writeTree(data0, { "ks/t/have": "x", "ks/f": "not a directory" });
@@ -275,7 +286,7 @@ describe("findMissing", () => {
       ...Array.from({ length: 40 }, (_, i) => file(`ks/u/deep/n${String(i).padStart(2, "0")}`, 1, 5)),
     ];
     const sources = mapSourceEntries(instance.roots, source);
-    const missing = await findMissing([...sources.values()], new Set());
+    const missing = await findMissing([...sources.values()], new Set(), budget());
     expect(missing.map((m) => path.relative(data0, m.absPath))).toEqual([
       "ks/t/need",
       "ks/u",
