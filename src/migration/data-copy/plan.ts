@@ -256,7 +256,9 @@ export async function findMissing(
       continue;
     }
     // Slow metadata: up to STAT_PARALLELISM unknown paths at once through the thread pool, in
-    // listing order (a directory is settled before the paths below it are looked at).
+    // listing order. The slice ends before a path below a directory already found missing,
+    // which the top of the loop then settles without a stat; a path below a directory of the
+    // same slice is stat'ed itself (and found missing all the same).
     const slice: number[] = [];
     for (let j = i; j < sources.length && slice.length < STAT_PARALLELISM; j++) {
       const p = sources[j]!.absPath;
