@@ -2,38 +2,70 @@ import { mkdir, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { makeTempDir, removeTempDirs } from "../helpers/tree.js";
-import { DELETION_SETTLE_MS, onExt4WithoutJournal, recordDeletion, settleDeletions } from "./settle.js";
+import { DELETION_SETTLE_MS, lastLargeDeletion, onExt4WithoutJournal, recordDeletion, settleDeletions } from "./settle.js";
 
 afterAll(removeTempDirs);
 
 describe("settleDeletions", () => {
-  const settleFast = async (workDir: string) => {
+  // Every test keeps its per-filesystem records in a directory of its own, never in the real one.
+  const settleFast = async (workDir: string, sharedDir: string) => {
     const lines: string[] = [];
     const started = Date.now();
-    const waited = await settleDeletions(workDir, (l) => lines.push(l));
+    const waited = await settleDeletions(workDir, (l) => lines.push(l), sharedDir);
     return { waited, lines, tookMs: Date.now() - started };
   };
 
   it("does not wait without a recorded deletion, after a small one, or after an old one", async () => {
     const workDir = await makeTempDir("lm-settle-");
-    expect(await settleFast(workDir)).toMatchObject({ waited: 0, lines: [] });
+    const sharedDir = await makeTempDir("lm-settle-shared-");
+    expect(await settleFast(workDir, sharedDir)).toMatchObject({ waited: 0, lines: [] });
 
-    await recordDeletion(workDir, 400);
-    const small = await settleFast(workDir);
+    await recordDeletion(workDir, 400, sharedDir);
+    const small = await settleFast(workDir, sharedDir);
     expect(small).toMatchObject({ waited: 0, lines: [] });
     expect(small.tookMs).toBeLessThan(1000);
 
-    await writeFile(path.join(workDir, "last-deletion.json"), JSON.stringify({ at: Date.now() - DELETION_SETTLE_MS - 1000, files: 100_000 }));
-    expect(await settleFast(workDir)).toMatchObject({ waited: 0, lines: [] });
+    const old = JSON.stringify({ at: Date.now() - DELETION_SETTLE_MS - 1000, files: 100_000 });
+    await writeFile(path.join(workDir, "last-deletion.json"), old);
+    await recordDeletion(await makeTempDir("lm-settle-other-"), 400, sharedDir);
+    expect(await settleFast(workDir, sharedDir)).toMatchObject({ waited: 0, lines: [] });
+  });
+
+  it("counts a large deletion recorded by another work directory on the same filesystem", async () => {
+    const sharedDir = await makeTempDir("lm-settle-shared-");
+    const small = await makeTempDir("lm-settle-small-");
+    const large = await makeTempDir("lm-settle-large-");
+    expect(await lastLargeDeletion(large, sharedDir)).toBeUndefined();
+
+    const before = Date.now();
+    await recordDeletion(small, 300_000, sharedDir);
+    expect(await lastLargeDeletion(large, sharedDir)).toEqual({ at: expect.any(Number), files: 300_000 });
+    expect((await lastLargeDeletion(large, sharedDir))!.at).toBeGreaterThanOrEqual(before);
+
+    // Its own older record does not hide the other's newer one; a newer own one wins.
+    await writeFile(path.join(large, "last-deletion.json"), JSON.stringify({ at: before - 60_000, files: 50_000 }));
+    expect(await lastLargeDeletion(large, sharedDir)).toMatchObject({ files: 300_000 });
+    await writeFile(path.join(large, "last-deletion.json"), JSON.stringify({ at: Date.now() + 1000, files: 50_000 }));
+    expect(await lastLargeDeletion(large, sharedDir)).toMatchObject({ files: 50_000 });
+
+    // Another filesystem's records are its own (tmpfs).
+    const shm = path.join("/dev/shm", `lm-settle-large-${process.pid}`);
+    await mkdir(shm, { recursive: true });
+    try {
+      expect(await lastLargeDeletion(shm, sharedDir)).toBeUndefined();
+    } finally {
+      await rm(shm, { recursive: true, force: true });
+    }
   });
 
   it("never waits on a filesystem other than ext4 without a journal (tmpfs)", async () => {
+    const sharedDir = await makeTempDir("lm-settle-shared-");
     const shm = path.join("/dev/shm", `lm-settle-${process.pid}`);
     await mkdir(shm, { recursive: true });
     try {
       expect(await onExt4WithoutJournal(shm)).toBe(false);
-      await recordDeletion(shm, 100_000);
-      expect(await settleFast(shm)).toMatchObject({ waited: 0, lines: [] });
+      await recordDeletion(shm, 100_000, sharedDir);
+      expect(await settleFast(shm, sharedDir)).toMatchObject({ waited: 0, lines: [] });
       expect(await onExt4WithoutJournal(path.join(shm, "missing"))).toBe(false);
     } finally {
       await rm(shm, { recursive: true, force: true });

@@ -10,12 +10,16 @@
  * first: in the first repetition that was always lm-sidecar (4.1-7.8 s instead of 1.9-2.6 s).
  *
  * So the benchmark rewrites its dataset in place rather than regenerating it, records when it does
- * delete trees, and before measuring waits until the last deletion is 6 min old. Filesystems with
- * a journal never apply the rule, and never wait. Deletions by other processes (the test suite's
- * temporary trees) it cannot see.
+ * delete trees, and before measuring waits until the last deletion is 6 min old. The record is kept
+ * in the work directory and, per filesystem, in the system's temporary directory, so that a run
+ * also waits for another profile's cleanup on the same filesystem (a large-profile run started
+ * right after a small-profile one measured rsync's first large copy at 8.2 s instead of ~5).
+ * Filesystems with a journal never apply the rule, and never wait. Deletions by other processes
+ * (the test suite's temporary trees) it cannot see.
  */
 import { existsSync } from "node:fs";
 import { readFile, stat, writeFile } from "node:fs/promises";
+import os from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 
@@ -30,9 +34,45 @@ export const SETTLE_MIN_FILES = 10_000;
 
 const MARKER = "last-deletion.json";
 
-/** Notes, in `workDir`, that about `files` files under it were deleted just now. */
-export async function recordDeletion(workDir: string, files: number): Promise<void> {
-  await writeFile(path.join(workDir, MARKER), JSON.stringify({ at: Date.now(), files }) + "\n");
+interface Deletion {
+  /** Epoch ms. */
+  readonly at: number;
+  readonly files: number;
+}
+
+/** Where deletions are also recorded per filesystem: `sharedDir`, one file per device. */
+async function sharedMarker(workDir: string, sharedDir: string): Promise<string> {
+  const { dev } = await stat(workDir);
+  return path.join(sharedDir, `lm-bench-last-deletion-dev${dev}.json`);
+}
+
+/**
+ * Notes that about `files` files under `workDir` were deleted just now: in `workDir`, and for its
+ * filesystem in `sharedDir` (default: the system's temporary directory).
+ */
+export async function recordDeletion(workDir: string, files: number, sharedDir = os.tmpdir()): Promise<void> {
+  const record = JSON.stringify({ at: Date.now(), files } satisfies Deletion) + "\n";
+  await writeFile(path.join(workDir, MARKER), record);
+  await writeFile(await sharedMarker(workDir, sharedDir), record);
+}
+
+/**
+ * The latest recorded deletion of at least SETTLE_MIN_FILES files that matters to `workDir`: its
+ * own, or any other on its filesystem. Undefined when there is none.
+ */
+export async function lastLargeDeletion(workDir: string, sharedDir = os.tmpdir()): Promise<Deletion | undefined> {
+  const read = async (file: string): Promise<Deletion | undefined> => {
+    try {
+      const parsed = JSON.parse(await readFile(file, "utf8")) as Partial<Deletion>;
+      return typeof parsed.at === "number" && typeof parsed.files === "number" && parsed.files >= SETTLE_MIN_FILES
+        ? { at: parsed.at, files: parsed.files }
+        : undefined;
+    } catch {
+      return undefined;
+    }
+  };
+  const found = [await read(path.join(workDir, MARKER)), await read(await sharedMarker(workDir, sharedDir).catch(() => ""))];
+  return found.reduce<Deletion | undefined>((latest, d) => (d !== undefined && (latest === undefined || d.at > latest.at) ? d : latest), undefined);
 }
 
 /**
@@ -56,18 +96,14 @@ export async function onExt4WithoutJournal(dir: string): Promise<boolean> {
 }
 
 /**
- * Waits until the last recorded deletion under `workDir` is {@link DELETION_SETTLE_MS} old, when
- * it was large and the filesystem needs it. Returns the milliseconds waited.
+ * Waits until the last large deletion recorded for `workDir` (lastLargeDeletion) is
+ * {@link DELETION_SETTLE_MS} old, when the filesystem needs it. Returns the milliseconds waited.
  */
-export async function settleDeletions(workDir: string, log: (line: string) => void): Promise<number> {
-  let last: { at: number; files: number };
-  try {
-    last = JSON.parse(await readFile(path.join(workDir, MARKER), "utf8")) as typeof last;
-  } catch {
-    return 0;
-  }
+export async function settleDeletions(workDir: string, log: (line: string) => void, sharedDir = os.tmpdir()): Promise<number> {
+  const last = await lastLargeDeletion(workDir, sharedDir);
+  if (last === undefined) return 0;
   const waitMs = last.at + DELETION_SETTLE_MS - Date.now();
-  if (!(waitMs > 0) || !(last.files >= SETTLE_MIN_FILES) || !(await onExt4WithoutJournal(workDir))) return 0;
+  if (!(waitMs > 0) || !(await onExt4WithoutJournal(workDir))) return 0;
   log(
     `ext4 without a journal: waiting ${(waitMs / 1000).toFixed(0)} s, until the ~${last.files} files deleted ${((Date.now() - last.at) / 1000).toFixed(0)} s ago ` +
       "no longer slow down creating files (test/bench/settle.ts)",
