@@ -48,6 +48,10 @@ describe("settleDeletions", () => {
     await writeFile(path.join(large, "last-deletion.json"), JSON.stringify({ at: Date.now() + 1000, files: 50_000 }));
     expect(await lastLargeDeletion(large, sharedDir)).toMatchObject({ files: 50_000 });
 
+    // A smaller deletion elsewhere does not hide it.
+    await recordDeletion(small, 400, sharedDir);
+    expect(await lastLargeDeletion(await makeTempDir("lm-settle-third-"), sharedDir)).toMatchObject({ files: 300_000 });
+
     // Another filesystem's records are its own (tmpfs).
     const shm = path.join("/dev/shm", `lm-settle-large-${process.pid}`);
     await mkdir(shm, { recursive: true });

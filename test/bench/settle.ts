@@ -47,13 +47,14 @@ async function sharedMarker(workDir: string, sharedDir: string): Promise<string>
 }
 
 /**
- * Notes that about `files` files under `workDir` were deleted just now: in `workDir`, and for its
- * filesystem in `sharedDir` (default: the system's temporary directory).
+ * Notes that about `files` files under `workDir` were deleted just now: in `workDir`, and, if that
+ * many matter (SETTLE_MIN_FILES), for its filesystem in `sharedDir` (default: the system's
+ * temporary directory), where a smaller deletion must not replace a large one's record.
  */
 export async function recordDeletion(workDir: string, files: number, sharedDir = os.tmpdir()): Promise<void> {
   const record = JSON.stringify({ at: Date.now(), files } satisfies Deletion) + "\n";
   await writeFile(path.join(workDir, MARKER), record);
-  await writeFile(await sharedMarker(workDir, sharedDir), record);
+  if (files >= SETTLE_MIN_FILES) await writeFile(await sharedMarker(workDir, sharedDir), record);
 }
 
 /**
