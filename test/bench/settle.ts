@@ -72,8 +72,10 @@ export async function lastLargeDeletion(workDir: string, sharedDir = os.tmpdir()
       return undefined;
     }
   };
-  const found = [await read(path.join(workDir, MARKER)), await read(await sharedMarker(workDir, sharedDir).catch(() => ""))];
-  return found.reduce<Deletion | undefined>((latest, d) => (d !== undefined && (latest === undefined || d.at > latest.at) ? d : latest), undefined);
+  const own = await read(path.join(workDir, MARKER));
+  const shared = await sharedMarker(workDir, sharedDir).then(read, () => undefined);
+  if (own === undefined || shared === undefined) return own ?? shared;
+  return shared.at > own.at ? shared : own;
 }
 
 /**
