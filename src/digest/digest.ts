@@ -11,7 +11,7 @@ import xxhash from "xxhash-wasm";
 import { AgentError, throwIfAborted } from "../errors.js";
 import type { SyncBudget } from "../fs/sync-budget.js";
 import type { DigestAlgorithmName } from "../migration/types.js";
-import { digestFileOffThread } from "./hash-pool.js";
+import { digestFileOffThread, hashInlineInstead, recordInlineHashing } from "./hash-pool.js";
 import { encodeXxh32, encodeXxh64, XxhInPlace } from "./xxh-in-place.js";
 
 const xx = await xxhash();
@@ -194,25 +194,41 @@ function hashWholeSync(path: string, digester: ReadDigester): { digest: string; 
  * @returns the digest, and the milliseconds spent hashing (to leave out of the budget's charge).
  */
 export function digestOpenFileSync(fd: number, algorithm: DigestAlgorithmName): { digest: string; hashingMs: number } {
-  return hashOpenFileSync(fd, syncDigester(algorithm));
+  const started = performance.now();
+  const hashed = hashOpenFileSync(fd, syncDigester(algorithm));
+  // A big file hashed here stands in for a hash-pool job (digestsWhileListing).
+  if (hashed.bytes > SYNC_DIGEST_MAX_BYTES) recordInlineHashing(performance.now() - started);
+  return hashed;
+}
+
+/**
+ * Whether a walk that lists and digests at once (fs/list.ts) digests a regular file of `size`
+ * bytes itself: always up to SYNC_DIGEST_MAX_BYTES; a bigger one only while the hash pool has no
+ * thread and would rather not start one yet (hashInlineInstead). The rest is left for the
+ * caller's separate digests, on the pool.
+ */
+export function digestsWhileListing(size: number): boolean {
+  return size <= SYNC_DIGEST_MAX_BYTES || hashInlineInstead(size);
 }
 
 /**
  * Digests an open file (the digester begun here) from its current position to its end, reading
  * into the digester's buffer without yielding.
- * @returns the digest, and the milliseconds spent hashing.
+ * @returns the digest, the milliseconds spent hashing, and the bytes hashed.
  */
-function hashOpenFileSync(fd: number, digester: ReadDigester): { digest: string; hashingMs: number } {
+function hashOpenFileSync(fd: number, digester: ReadDigester): { digest: string; hashingMs: number; bytes: number } {
   let hashingMs = 0;
   const { buffer } = digester;
   digester.begin();
   let length = 0;
+  let bytes = 0;
   try {
     for (;;) {
       if (length === buffer.length) {
         const hashStart = performance.now();
         digester.update(length);
         hashingMs += performance.now() - hashStart;
+        bytes += length;
         length = 0;
       }
       const want = buffer.length - length;
@@ -226,7 +242,7 @@ function hashOpenFileSync(fd: number, digester: ReadDigester): { digest: string;
   }
   const hashStart = performance.now();
   const digest = digester.finish(length);
-  return { digest, hashingMs: hashingMs + performance.now() - hashStart };
+  return { digest, hashingMs: hashingMs + performance.now() - hashStart, bytes: bytes + length };
 }
 
 /**

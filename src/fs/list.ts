@@ -8,17 +8,18 @@
  * - Symlinks are never traversed; their attributes are those of the target.
  * - A path that vanishes during the walk (compaction on a live source) is left out instead of
  *   failing the listing. Other IO errors reject with an AgentError.
- * - With a digest algorithm (a verification's listing), each regular file of at most
- *   SYNC_DIGEST_MAX_BYTES is opened instead of stat'ed, and its size, mtime and digest all come
- *   from that one descriptor: one path lookup per file where a listing followed by digests took
- *   two. Files left without a digest (bigger ones, symlinks, unreadable ones, any file met while
- *   the budget is slow) are for the caller to digest separately.
+ * - With a digest algorithm (a verification's listing), each regular file is opened instead of
+ *   stat'ed, and its size, mtime and digest all come from that one descriptor: one path lookup
+ *   per file where a listing followed by digests took two. Files of up to SYNC_DIGEST_MAX_BYTES
+ *   are digested, bigger ones while the hash pool would rather not start a thread yet
+ *   (digestsWhileListing). Files left without a digest (the other big ones, symlinks, unreadable
+ *   ones, any file met while the budget is slow) are for the caller to digest separately.
  */
 import { closeSync, fstatSync, openSync, readdirSync, statSync, type BigIntStats, type Dirent } from "node:fs";
 import { readdir, stat } from "node:fs/promises";
 import path from "node:path";
 import { AgentError } from "../errors.js";
-import { digestOpenFileSync, SYNC_DIGEST_MAX_BYTES } from "../digest/digest.js";
+import { digestOpenFileSync, digestsWhileListing } from "../digest/digest.js";
 import { childFileUrl, type MigrationRoot, rootFileUrl } from "../instance/directories.js";
 import type { DigestAlgorithmName, FileEntry } from "../migration/types.js";
 import type { Exclusions } from "./exclude.js";
@@ -249,14 +250,14 @@ function statFailed(absPath: string, err: unknown): undefined {
 
 interface OpenDigest {
   readonly stats: BigIntStats;
-  /** Undefined for a file over SYNC_DIGEST_MAX_BYTES, or one whose read failed. */
+  /** Undefined for a big file left for a separate digest (digestsWhileListing), or one whose read failed. */
   readonly digest?: string;
   readonly hashingMs: number;
 }
 
 /**
  * Opens a file the walk found regular (without following a symlink, without waiting on a FIFO),
- * fstats it and, if it is still a regular file of at most SYNC_DIGEST_MAX_BYTES, digests it.
+ * fstats it and, if it is still a regular file that digestsWhileListing admits, digests it.
  * Undefined when it could not be opened for another reason than vanishing (a symlink swapped
  * in, no read permission): the caller stats the path as a plain listing does. A failed read
  * leaves the digest out, for the caller's separate digest to report.
@@ -272,7 +273,7 @@ function statAndDigestSync(absPath: string, algorithm: DigestAlgorithmName): Ope
   }
   try {
     const stats = fstatSync(fd, { bigint: true });
-    if (!stats.isFile() || stats.size > BigInt(SYNC_DIGEST_MAX_BYTES)) return { stats, hashingMs: 0 };
+    if (!stats.isFile() || !digestsWhileListing(Number(stats.size))) return { stats, hashingMs: 0 };
     try {
       const { digest, hashingMs } = digestOpenFileSync(fd, algorithm);
       return { stats, digest, hashingMs };

@@ -20,7 +20,6 @@ import {
   type ReadFilesResponse,
 } from "../../gen/livemigration/v1/peer_pb.js";
 import { createHasher, digestFile, digestOpenFileSync, type Hasher, SYNC_DIGEST_MAX_BYTES } from "../digest/digest.js";
-import { warmHashPool } from "../digest/hash-pool.js";
 import { AgentError, throwIfAborted } from "../errors.js";
 import { walkRoots } from "../fs/list.js";
 import { mtimeMsOf } from "../fs/mtime.js";
@@ -111,7 +110,6 @@ export function createPeerService(options: PeerServiceOptions): ServiceImpl<type
       const digestAlgorithm = fromDigestAlgorithm(request.digestAlgorithm);
       await requireNotCompleted(instance);
       const release = limiter.acquire();
-      warmHashPool(); // for the DigestFiles of the files this listing leaves without a digest
       try {
         for await (const batch of walkRoots(instance.roots, instance.exclusions, LIST_BATCH_ENTRIES, { digestAlgorithm })) {
           throwIfAborted(ctx.signal);

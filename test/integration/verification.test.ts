@@ -119,7 +119,8 @@ describe("files verification between two agents", () => {
 
   it("destination files corrupted with the same size and mtime, one digested as listed and one over 1 MiB: FAILED, both named", async () => {
     const p = await start();
-    // The 70 kB file is digested by both listings; the 2 MB one by DigestFiles after them.
+    // The 70 kB file is digested by both listings; the 2 MB one too while the agents' hash pools
+    // have no thread (hash-pool.ts), by DigestFiles after them otherwise.
     const corrupted = [
       [p.destLayout.dataDirs[1]!, "data/1", "ks2/tbl-2/nb-2-big-Data.db"],
       [p.destLayout.dataDirs[0]!, "data/0", "ks1/tbl-1/nb-1-big-Data.db"],

@@ -8,9 +8,11 @@ import { rm, symlink } from "node:fs/promises";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { digestFile, SYNC_DIGEST_MAX_BYTES } from "../../src/digest/digest.js";
+import { hashPoolThreads, INLINE_HASH_BEFORE_THREAD_MS, INLINE_HASH_MAX_BYTES, recordInlineHashing } from "../../src/digest/hash-pool.js";
 import { listRoots, walkRoots } from "../../src/fs/list.js";
 import { SyncBudget } from "../../src/fs/sync-budget.js";
 import { fileUrlOf } from "../../src/instance/directories.js";
+import type { DigestAlgorithmName } from "../../src/migration/types.js";
 import { instanceConfig, makeInstance, tempDir, writeTree } from "./data-copy/fakes.js";
 
 const dirs: string[] = [];
@@ -77,30 +79,36 @@ describe("listing walk", () => {
     expect(await walk(alwaysAsync)).toEqual(synchronous);
   });
 
-  it("with a digest algorithm: the same entries, and the digest of each regular file of at most 1 MiB", async () => {
+  it("with a digest algorithm: the same entries, and the digest of each regular file of at most 1 MiB, or bigger while the hash pool has no thread", async () => {
     const instance = await oddTree();
     const data0 = instance.config.dataDirs[0]!;
     await writeTree(data0, {
       "ks/big/at-limit-Data.db": { size: SYNC_DIGEST_MAX_BYTES, seed: 1 },
       "ks/big/over-limit-Data.db": { size: SYNC_DIGEST_MAX_BYTES + 1, seed: 2 },
+      "ks/big/over-inline-limit-Data.db": { size: INLINE_HASH_MAX_BYTES + 1, seed: 3 },
       "ks/big/empty-Digest.crc32": "",
     });
     await symlink(path.join(data0, "ks/t~1.2_a/nb-1-big-TOC.txt"), path.join(data0, "ks/big/linked-TOC.txt"));
     const plain = await listRoots(instance.roots, instance.exclusions);
-    for (const algorithm of ["MD5", "XXHash32", "XXH64"] as const) {
+    const small = ["ks/big/at-limit-Data.db", "ks/big/empty-Digest.crc32", "ks/caf\u00e9 x/plain-Data.db", "ks/caf\u00e9 x/x!'()*y%.db"]
+      .concat(["ks/t~1.2_a/nb-1-big-TOC.txt", "../data1/\u{1F600}/f", "../hints/1-2.hints"]);
+    const digestedBy = async (algorithm: DigestAlgorithmName) => {
       const listed = await listRoots(instance.roots, instance.exclusions, { digestAlgorithm: algorithm });
       expect(listed.entries.map(({ digest: _, ...entry }) => entry)).toEqual(plain.entries);
       expect(listed.temps).toEqual(plain.temps);
-      const digested = listed.entries.filter((e) => e.digest !== undefined).map((e) => path.relative(data0, e.absPath));
-      expect(digested.sort()).toEqual(
-        ["ks/big/at-limit-Data.db", "ks/big/empty-Digest.crc32", "ks/caf\u00e9 x/plain-Data.db", "ks/caf\u00e9 x/x!'()*y%.db", "ks/t~1.2_a/nb-1-big-TOC.txt"]
-          .concat(["../data1/\u{1F600}/f", "../hints/1-2.hints"])
-          .sort(),
-      );
       for (const entry of listed.entries.filter((e) => e.digest !== undefined)) {
         expect(entry.digest, `${algorithm} ${entry.relPath}`).toBe(await digestFile(entry.absPath, algorithm));
       }
+      return listed.entries.filter((e) => e.digest !== undefined).map((e) => path.relative(data0, e.absPath)).sort();
+    };
+    expect(hashPoolThreads()).toBe(0);
+    for (const algorithm of ["MD5", "XXHash32", "XXH64"] as const) {
+      expect(await digestedBy(algorithm)).toEqual([...small, "ks/big/over-limit-Data.db"].sort());
     }
+    // Once inline hashing has cost what a thread's start does, the pool has one and takes the big files.
+    recordInlineHashing(INLINE_HASH_BEFORE_THREAD_MS);
+    expect(hashPoolThreads()).toBe(1);
+    expect(await digestedBy("MD5")).toEqual([...small].sort());
     // The slow-metadata walk lists the same entries and leaves every digest to the caller.
     const alwaysAsync = new (class extends SyncBudget {
       override get fast(): boolean {

@@ -26,7 +26,6 @@
  * Cancel aborts one AbortController that reaches the source streams and the local hashers, so
  * the work stops within a read of 1 MiB or a stream round trip; no source request starts after it.
  */
-import { warmHashPool } from "../../digest/hash-pool.js";
 import { AgentError, throwIfAborted } from "../../errors.js";
 import { type LocalEntry, walkRoots } from "../../fs/list.js";
 import type { Logger } from "../../log.js";
@@ -219,7 +218,6 @@ export class VerificationTask implements VerificationTaskHandle {
     let peer: SourcePeer | undefined;
     try {
       peer = this.options.deps.connectSource();
-      warmHashPool(); // for the files the listings leave without a digest
       const listed = await this.listAndCompare(peer, signal);
       if (!this.running || listed === undefined) return;
       const { comparison } = listed;

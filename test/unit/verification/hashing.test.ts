@@ -2,14 +2,22 @@
  * The whole-file digests a verification makes on each side (digest.ts with a SyncBudget):
  * small files synchronously on the main thread, big ones on the hash pool (hash-pool.ts).
  * Both paths must hash exactly the file's bytes, whatever the size hint says, and fail and
- * cancel like the thread-pool path.
+ * cancel like the thread-pool path. While the pool has no thread, a verification's listing hashes
+ * a few big files itself instead of starting one; the first describe runs before any thread exists.
  */
+import { closeSync, openSync } from "node:fs";
 import { appendFile, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createHasher, digestFile, SYNC_DIGEST_MAX_BYTES } from "../../../src/digest/digest.js";
-import { digestFileOffThread, hashPoolThreads, warmHashPool } from "../../../src/digest/hash-pool.js";
+import { createHasher, digestFile, digestOpenFileSync, digestsWhileListing, SYNC_DIGEST_MAX_BYTES } from "../../../src/digest/digest.js";
+import {
+  digestFileOffThread,
+  hashPoolThreads,
+  INLINE_HASH_BEFORE_THREAD_MS,
+  INLINE_HASH_MAX_BYTES,
+  recordInlineHashing,
+} from "../../../src/digest/hash-pool.js";
 import { SyncBudget } from "../../../src/fs/sync-budget.js";
 import { AgentError } from "../../../src/errors.js";
 import type { DigestAlgorithmName } from "../../../src/migration/types.js";
@@ -49,6 +57,30 @@ async function codeOf(promise: Promise<unknown>): Promise<string | undefined> {
     return (err as AgentError).code;
   }
 }
+
+// First in the file: it needs a pool that has never had a thread.
+describe("a hash pool without a thread", () => {
+  it("lets a listing hash big files itself until that has cost what a thread's start does, then starts one", async () => {
+    expect(hashPoolThreads()).toBe(0);
+    expect(digestsWhileListing(SYNC_DIGEST_MAX_BYTES)).toBe(true);
+    expect(digestsWhileListing(INLINE_HASH_MAX_BYTES)).toBe(true);
+    expect(digestsWhileListing(INLINE_HASH_MAX_BYTES + 1)).toBe(false);
+    // A big file digested through an open descriptor is inline hashing, and counts as such.
+    const bytes = bytesOf(3 * SYNC_DIGEST_MAX_BYTES + 5, 11);
+    const fd = openSync(await file("cold-big", bytes), "r");
+    try {
+      expect(digestOpenFileSync(fd, "MD5").digest).toBe(expected("MD5", bytes));
+    } finally {
+      closeSync(fd);
+    }
+    expect(hashPoolThreads()).toBe(0);
+    recordInlineHashing(INLINE_HASH_BEFORE_THREAD_MS);
+    // The rent has reached the price: a thread starts for the big files still to come.
+    expect(hashPoolThreads()).toBe(1);
+    expect(digestsWhileListing(SYNC_DIGEST_MAX_BYTES + 1)).toBe(false);
+    expect(digestsWhileListing(SYNC_DIGEST_MAX_BYTES)).toBe(true);
+  });
+});
 
 describe("budgeted whole-file digests", () => {
   // Empty, tiny, exactly the synchronous limit, one byte over (hash pool), several pool chunks.
@@ -132,18 +164,5 @@ describe("hash pool", () => {
     const paths = await Promise.all(files.map((f) => file(f.name, f.bytes)));
     const digests = await Promise.all(paths.map((p, i) => digestFileOffThread(p, "MD5", { sizeHint: files[i]!.bytes.length })));
     expect(digests).toEqual(files.map((f) => expected("MD5", f.bytes)));
-  });
-
-  it("starts the pool's threads ahead of jobs (warmHashPool), never more than the pool holds, and uses them", async () => {
-    warmHashPool();
-    const started = hashPoolThreads();
-    expect(started).toBeGreaterThanOrEqual(1);
-    expect(started).toBeLessThanOrEqual(4);
-    warmHashPool();
-    expect(hashPoolThreads()).toBe(started);
-    const bytes = bytesOf(3 << 20, 77);
-    const big = await file("warm", bytes);
-    expect(await digestFileOffThread(big, "XXHash32", { sizeHint: bytes.length })).toBe(expected("XXHash32", bytes));
-    expect(hashPoolThreads()).toBe(started);
   });
 });
