@@ -10,7 +10,8 @@
  *
  * Both sides walk their trees in the same order (fs/list.ts), so the listings of an exact copy
  * hold the same URLs at the same positions: ListingComparison pairs them as they arrive, and
- * each pair is judged, handed on and forgotten while the walks go on. Only what does not pair
+ * each pair is judged, handed on and forgotten while the walks go on (the caller keeps either
+ * walk from running far ahead: localAhead, sourceAhead). Only what does not pair
  * up that way (from the first URL that differs on) waits for both listings to end, and is then
  * compared by URL. Besides the map of tens of thousands of URLs (~70 ms of the destination's
  * main thread for the small benchmark tree, after both listings), this saves keeping both
@@ -83,6 +84,19 @@ export class ListingComparison<L extends FileEntry> {
   addSource(entries: readonly FileEntry[]): void {
     for (const entry of entries) this.source.push(entry);
     this.pairAligned();
+  }
+
+  /**
+   * Entries of the local (source) listing that wait for the other listing's entry at their
+   * position, while the listings still pair up position by position; 0 once they no longer do
+   * (everything then waits for finish() anyway). A walk this far ahead of the other may pause.
+   */
+  get localAhead(): number {
+    return this.aligned ? this.local.length : 0;
+  }
+
+  get sourceAhead(): number {
+    return this.aligned ? this.source.length : 0;
   }
 
   /** Compares what did not pair up by position, once both listings are complete; call once. */

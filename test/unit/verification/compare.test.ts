@@ -74,6 +74,20 @@ describe("ListingComparison", () => {
     expect(compareListings(local, [source[1]!, source[0]!, ...source.slice(2)])).toEqual(aligned);
   });
 
+  it("says how far each listing is ahead of the other while they pair up, and nothing once they no longer do", () => {
+    const comparison = new ListingComparison<FileEntry>(() => undefined);
+    comparison.addLocal([dir("ks"), file("ks/a"), file("ks/b")]);
+    expect([comparison.localAhead, comparison.sourceAhead]).toEqual([3, 0]);
+    comparison.addSource([dir("ks"), file("ks/a")]);
+    expect([comparison.localAhead, comparison.sourceAhead]).toEqual([1, 0]);
+    comparison.addSource([file("ks/b"), file("ks/c"), file("ks/d")]);
+    expect([comparison.localAhead, comparison.sourceAhead]).toEqual([0, 2]);
+    // A different URL at the same position: the rest waits for finish(), and neither walk need pause.
+    comparison.addLocal([file("ks/x")]);
+    expect([comparison.localAhead, comparison.sourceAhead]).toEqual([0, 0]);
+    expect(comparison.finish()).toMatchObject({ metadataMatched: 3, filesNotFoundAtSource: 1, filesNotFoundAtDestination: 2 });
+  });
+
   it("fed batch by batch, in any order of arrival, gives the same result as both listings whole", () => {
     // Aligned for 3 entries, then the source lists a file the destination lacks, which breaks the alignment.
     const local = [dir("ks"), file("ks/a"), file("ks/b", 10, 1), file("ks/c"), file("ks/d"), file("ks/e", 5)];

@@ -148,6 +148,53 @@ describe("files verification: digests carried by both listings", () => {
     expect(view.mismatchedFiles).toEqual([env.destination.url("commitlog/CommitLog-7-1.log")]);
   });
 
+  it("keeps the local walk from running more than the lead ahead of a slow source listing", async () => {
+    const wide: Tree = { ...SAMPLE_TREE };
+    for (let i = 0; i < 40; i++) wide[`data0/ks1/tbl-1/nb-${100 + i}-big-Digest.crc32`] = `crc ${i}`;
+    env = await makeEnv({ source: wide });
+    env.peer.listedDigests = true;
+    env.peer.listBatchDelayMs = 3; // batches of 4
+    const task = new VerificationTask({
+      id: "paced-task",
+      digestAlgorithm: "XXHash32",
+      algorithm: "XXHash32",
+      maxConcurrency: 2,
+      deps: env.deps,
+      logger: env.logs.logger.child({ liveMigrationRequest: "paced-task" }),
+      listingProgressLogMs: 2,
+      listingLeadMaxEntries: 4,
+      localBatchEntries: 2,
+    });
+    task.start();
+    await task.settled;
+    expect(task.view()).toMatchObject({ state: "COMPLETED", ...ZERO_FAILURES, filesMatched: SAMPLE_FILES + 40 });
+    const progress = env.logs.lines.filter((l) => l["msg"] === "Files verification: listing both sides");
+    expect(progress.length).toBeGreaterThanOrEqual(3);
+    // At most the lead plus one local batch ahead; unpaced, the local walk lists all 49 entries at once.
+    for (const line of progress) expect((line["localEntries"] as number) - (line["sourceEntries"] as number)).toBeLessThanOrEqual(4 + 2);
+  });
+
+  it("lets the local walk go on once a shorter source listing has ended", async () => {
+    const extra: Tree = { ...SAMPLE_TREE };
+    for (let i = 0; i < 12; i++) extra[`commitlog/CommitLog-8-${10 + i}.log`] = `segment ${i}`;
+    env = await makeEnv({ source: SAMPLE_TREE, destination: extra });
+    env.peer.listedDigests = true;
+    const task = new VerificationTask({
+      id: "shorter-source",
+      digestAlgorithm: "MD5",
+      algorithm: "MD5",
+      maxConcurrency: 2,
+      deps: env.deps,
+      logger: env.logs.logger,
+      listingLeadMaxEntries: 2,
+      localBatchEntries: 2,
+    });
+    task.start();
+    await task.settled;
+    // The destination's listing is the source's plus 12 files at its end: aligned to the end of the source's.
+    expect(task.view()).toMatchObject({ state: "FAILED", filesNotFoundAtSource: 12, filesNotFoundAtDestination: 0, metadataMatched: SAMPLE_FILES + SAMPLE_DIRS });
+  });
+
   it("logs the listings' progress while they run, with the task's id", async () => {
     env = await makeEnv();
     env.peer.listedDigests = true;
