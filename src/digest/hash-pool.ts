@@ -173,10 +173,7 @@ function threadForNextJob(): HashThread {
   }
   if (best !== undefined && best.outstanding === 0) return best;
   const free = threads.indexOf(undefined);
-  if (free >= 0) {
-    inlineHashingMs = 0;
-    return (threads[free] = new HashThread(forget));
-  }
+  if (free >= 0) return (threads[free] = new HashThread(forget));
   return best!;
 }
 
@@ -186,9 +183,10 @@ function flush(): void {
 }
 
 /**
- * Inline hashing counted towards a thread's price (ms), for hashInlineInstead: since the pool
- * last started a thread, and only while it comes in bursts that would have kept a thread alive
- * (a pause of POOL_IDLE_MS, after which a thread would have retired, starts the count afresh).
+ * Inline hashing counted towards a thread's price (ms), for hashInlineInstead: only while it
+ * comes in bursts that would have kept a thread alive. A pause of POOL_IDLE_MS, after which a
+ * thread would have retired, starts the count afresh; so does, in effect, every thread's
+ * retirement, which comes at least POOL_IDLE_MS after the last inline hashing.
  */
 let inlineHashingMs = 0;
 let lastInlineHashingAt = Number.NEGATIVE_INFINITY;
@@ -215,10 +213,7 @@ export function recordInlineHashing(ms: number): void {
   const now = performance.now();
   inlineHashingMs = inlineRent(now) + ms;
   lastInlineHashingAt = now;
-  if (inlineHashingMs >= INLINE_HASH_BEFORE_THREAD_MS && hashPoolThreads() === 0) {
-    inlineHashingMs = 0;
-    threads[0] = new HashThread(forget);
-  }
+  if (inlineHashingMs >= INLINE_HASH_BEFORE_THREAD_MS && hashPoolThreads() === 0) threads[0] = new HashThread(forget);
 }
 
 /** Pool threads running now (for tests and diagnostics). */
