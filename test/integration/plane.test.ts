@@ -6,6 +6,7 @@
 import { execFileSync, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import http2 from "node:http2";
 import os from "node:os";
 import path from "node:path";
 import { create, fromBinary } from "@bufbuild/protobuf";
@@ -13,7 +14,7 @@ import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import {
   Health,
   HealthCheckRequestSchema,
@@ -42,7 +43,7 @@ import type { DigestAlgorithmName, FileEntry } from "../../src/migration/types.j
 import { connectSourcePeer } from "../../src/plane/client.js";
 import { methodDefinition } from "../../src/plane/definition.js";
 import { PACK_BYTES } from "../../src/plane/peer-service.js";
-import { createPlaneServer, type PlaneServer } from "../../src/plane/server.js";
+import { createPlaneServer, type PlaneServer, SERVER_CONNECTION_WINDOW_BYTES } from "../../src/plane/server.js";
 
 const SOURCE = "127.0.0.1";
 const DESTINATION = "127.0.0.2";
@@ -650,6 +651,17 @@ describe("limiter, health, reflection and LiveMigrationService on the plane", ()
     } finally {
       busyPeer.close();
       await busyServer.shutdown(500);
+    }
+  });
+
+  it("opens a 1 MiB connection window to each client, so that several ReadFiles requests of ~50 KB go out at once", async () => {
+    const session = http2.connect(`http://${SOURCE}:${port}`);
+    try {
+      await new Promise<void>((resolve, reject) => session.once("remoteSettings", () => resolve()).once("error", reject));
+      // Node's default is 65,535 bytes; the server's WINDOW_UPDATE follows its SETTINGS.
+      await vi.waitFor(() => expect(session.state.remoteWindowSize).toBe(SERVER_CONNECTION_WINDOW_BYTES));
+    } finally {
+      session.close();
     }
   });
 
