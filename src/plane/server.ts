@@ -97,7 +97,7 @@ function raiseConnectionWindows(server: grpc.Server, bytes: number): boolean {
   if (!(servers instanceof Map)) return false;
   for (const [http2Server, info] of servers) {
     http2Server.on("session", (session: ServerHttp2Session) => session.setLocalWindowSize(bytes));
-    for (const session of info.sessions ?? []) session.setLocalWindowSize(bytes);
+    for (const session of info.sessions ?? []) if (!session.destroyed) session.setLocalWindowSize(bytes);
   }
   return servers.size > 0;
 }
