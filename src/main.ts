@@ -31,4 +31,14 @@ setFlagsFromString("--no-incremental-marking");
 // Node's stream code per 16 KiB frame, which inlines less). Read at each compile.
 setFlagsFromString("--max-inlined-bytecode-size-cumulative=200");
 
+// The first time any ArrayBuffer of the process is detached, V8 drops its "array buffer
+// detaching" protector and deoptimizes every function compiled to read typed arrays. Growing a
+// WebAssembly.Memory detaches its old buffer, and both digest paths grow one (xxhash-wasm for
+// its first input larger than its memory, each in-place digester once, digest/): a fresh agent
+// did so in the middle of its first copy and of its first verification, and then recompiled the
+// plane's codecs, Buffer's UTF-8 and base64 code and more, ~20 functions (--trace-deopt).
+// Detaching one empty buffer now, before anything is compiled, spends the protector for nothing.
+const spent = new ArrayBuffer(0);
+structuredClone(spent, { transfer: [spent] });
+
 process.exitCode = await run(process.argv.slice(2));

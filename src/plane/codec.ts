@@ -266,14 +266,24 @@ const MINUS_ONE_VARINT = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 
  * varints up to 2^53 - 1 (and int64 -1 where allowed), ASCII strings. Every read returns
  * undefined where the input is anything else, and the decoder then hands the whole message to
  * fromBinary, so that unusual or malformed input gets protobuf-es's result or error.
+ *
+ * One reader serves every decode (readerOf): the decoders are synchronous, so no two use it at
+ * once. A reader per message let V8 collect the readers' map between listings, and with it the
+ * optimized code of every method, compiled for that map: a fresh destination agent recompiled
+ * them all after the first full collection (`--trace-deopt`: "weak objects").
  */
 class CanonicalReader {
   at = 0;
-  private readonly text: Buffer;
+  private bytes: Uint8Array = EMPTY_BYTES;
+  private text: Buffer = Buffer.alloc(0);
 
-  constructor(private readonly bytes: Uint8Array) {
+  /** Starts reading `bytes` from its first byte. */
+  reset(bytes: Uint8Array): this {
+    this.at = 0;
+    this.bytes = bytes;
     // grpc-js hands the decoders Buffers already; a view is made only for other input.
     this.text = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    return this;
   }
 
   get done(): boolean {
@@ -286,7 +296,7 @@ class CanonicalReader {
 
   varint(allowMinusOne = false): number | undefined {
     const { bytes } = this;
-    if (allowMinusOne && bytes[this.at] === 0xff && MINUS_ONE_VARINT.every((b, i) => bytes[this.at + i] === b)) {
+    if (allowMinusOne && bytes[this.at] === 0xff && this.atMinusOne()) {
       this.at += MINUS_ONE_VARINT.length;
       return -1;
     }
@@ -297,6 +307,12 @@ class CanonicalReader {
       if (byte < 0x80) return Number.isSafeInteger(value) ? value : undefined;
     }
     return undefined;
+  }
+
+  /** Whether the next bytes are MINUS_ONE_VARINT. */
+  private atMinusOne(): boolean {
+    for (let i = 0; i < MINUS_ONE_VARINT.length; i++) if (this.bytes[this.at + i] !== MINUS_ONE_VARINT[i]) return false;
+    return true;
   }
 
   /** The end of a length-delimited field whose length comes next, if it lies within `limit`. */
@@ -314,6 +330,13 @@ class CanonicalReader {
     this.at = end;
     return value;
   }
+}
+
+const sharedReader = new CanonicalReader();
+
+/** The one CanonicalReader, reset to read `bytes`. */
+function readerOf(bytes: Uint8Array): CanonicalReader {
+  return sharedReader.reset(bytes);
 }
 
 /**
@@ -348,7 +371,7 @@ function withListedDigests(entries: FileEntry[], digests: readonly string[]): Fi
 }
 
 function decodeCanonicalListing(bytes: Uint8Array): { entries: FileEntry[]; digests: string[] } | undefined {
-  const reader = new CanonicalReader(bytes);
+  const reader = readerOf(bytes);
   const entries: FileEntry[] = [];
   const digests: string[] = [];
   while (!reader.done) {
@@ -454,7 +477,7 @@ export function decodeReadFilesRequest(bytes: Uint8Array): ReadFilesRequest {
 }
 
 function decodeCanonicalReadFilesRequest(bytes: Uint8Array): ReadFilesRequest | undefined {
-  const reader = new CanonicalReader(bytes);
+  const reader = readerOf(bytes);
   const files: ReadFileRequest[] = [];
   while (!reader.done) {
     if (reader.tag() !== REQUEST_FILES_TAG) return undefined;
@@ -596,7 +619,7 @@ export function decodeReadFilesResponse(bytes: Uint8Array): ReadFilesPieceFields
 }
 
 function decodeCanonicalPieces(bytes: Uint8Array): ReadFilesPieceFields[] | undefined {
-  const reader = new CanonicalReader(bytes);
+  const reader = readerOf(bytes);
   const pieces: ReadFilesPieceFields[] = [];
   while (!reader.done) {
     if (reader.tag() !== PIECES_TAG) return undefined;
@@ -768,7 +791,7 @@ export function decodeDigestFilesResponse(bytes: Uint8Array): DigestResult[] {
 }
 
 function decodeCanonicalDigests(bytes: Uint8Array): DigestResult[] | undefined {
-  const reader = new CanonicalReader(bytes);
+  const reader = readerOf(bytes);
   const results: DigestResult[] = [];
   while (!reader.done) {
     if (reader.tag() !== DIGESTS_TAG) return undefined;
