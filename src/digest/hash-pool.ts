@@ -15,8 +15,8 @@
  * - Threads start when needed, never keep the process alive (unref'd while they have no job),
  *   and exit after POOL_IDLE_MS without one. A thread that dies fails its outstanding jobs
  *   (Internal) and is replaced by the next submission.
- * - While no thread runs, callers may hash a few big files themselves (hashInlineInstead): a
- *   thread starts once that work has cost about what starting one does.
+ * - A verification's listing hashes its first big files itself (digest.ts, digestsWhileListing)
+ *   and starts a thread ahead (startThreadAhead) once it leaves the rest to the pool.
  */
 import os from "node:os";
 import { Worker } from "node:worker_threads";
@@ -33,17 +33,10 @@ const POOL_THREADS = Math.max(1, Math.min(4, os.availableParallelism() - 1));
 /** A thread with no job for this long (ms) exits, giving its memory back; the next job starts a new one. */
 const POOL_IDLE_MS = 10_000;
 /**
- * While the pool has no thread, files of at most this size may be hashed on the caller's thread
- * (hashInlineInstead): at MD5's ~1.5 ms per MiB one holds the event loop ~25 ms at most.
+ * Files of at most this size may be hashed on the caller's thread by a listing
+ * (digestsWhileListing): at MD5's ~1.5 ms per MiB one holds the event loop ~25 ms at most.
  */
 export const INLINE_HASH_MAX_BYTES = 16 << 20;
-/**
- * Inline hashing allowed before the pool starts a thread (ms of the callers' reads and hashing):
- * about what a thread's start costs a small verification (~35 ms of CPU for its isolate and
- * modules on each agent, ~50 ms before it takes a first job; XXHash32 verifications of the small
- * benchmark tree ~90 ms slower with a cold pool's start than without a thread).
- */
-export const INLINE_HASH_BEFORE_THREAD_MS = 100;
 /** What a job counts for in balancing: its expected size, but at least this (per-file costs). */
 const MIN_JOB_COST_BYTES = 64 << 10;
 
@@ -69,7 +62,7 @@ class HashThread {
     this.worker.on("message", (outcome: HashOutcome) => this.settle(outcome));
     this.worker.on("error", (err) => this.fail(new AgentError("Internal", `hash worker failed: ${err.message}`, { cause: err })));
     this.worker.on("exit", (code) => this.fail(new AgentError("Internal", `hash worker exited with code ${code}`)));
-    this.retireWhenIdle(); // a thread started ahead of its jobs (recordInlineHashing) that gets none
+    this.retireWhenIdle(); // a thread started ahead of its jobs (startThreadAhead) that gets none
   }
 
   submit(job: HashJob, pending: Pending): void {
@@ -183,37 +176,11 @@ function flush(): void {
 }
 
 /**
- * Inline hashing counted towards a thread's price (ms), for hashInlineInstead: only while it
- * comes in bursts that would have kept a thread alive. A pause of POOL_IDLE_MS, after which a
- * thread would have retired, starts the count afresh; so does, in effect, every thread's
- * retirement, which comes at least POOL_IDLE_MS after the last inline hashing.
+ * Starts a thread now if the pool has none, for jobs about to come: a thread takes ~50 ms to
+ * take its first job. It retires after POOL_IDLE_MS if none comes.
  */
-let inlineHashingMs = 0;
-let lastInlineHashingAt = Number.NEGATIVE_INFINITY;
-
-function inlineRent(now: number): number {
-  return now - lastInlineHashingAt > POOL_IDLE_MS ? 0 : inlineHashingMs;
-}
-
-/**
- * Whether the caller should hash a big file of `bytes` on its own thread rather than leave it to
- * the pool: only while the pool has no thread, for a file of at most INLINE_HASH_MAX_BYTES, and
- * until such hashing (recordInlineHashing) adds up to INLINE_HASH_BEFORE_THREAD_MS, when the
- * pool starts a thread for the big files still to come (rent until renting has cost the price
- * of buying). A verification's listings use it (fs/list.ts): started at once, as they used to,
- * the thread cost both agents of a small verification its price while their walks kept both
- * cores busy.
- */
-export function hashInlineInstead(bytes: number): boolean {
-  return bytes <= INLINE_HASH_MAX_BYTES && hashPoolThreads() === 0 && inlineRent(performance.now()) < INLINE_HASH_BEFORE_THREAD_MS;
-}
-
-/** Counts `ms` of a caller's inline hashing (reads included); starts a thread once the rent reaches its price. */
-export function recordInlineHashing(ms: number): void {
-  const now = performance.now();
-  inlineHashingMs = inlineRent(now) + ms;
-  lastInlineHashingAt = now;
-  if (inlineHashingMs >= INLINE_HASH_BEFORE_THREAD_MS && hashPoolThreads() === 0) threads[0] = new HashThread(forget);
+export function startThreadAhead(): void {
+  if (hashPoolThreads() === 0) threads[0] = new HashThread(forget);
 }
 
 /** Pool threads running now (for tests and diagnostics). */

@@ -11,15 +11,15 @@
  * - With a digest algorithm (a verification's listing), each regular file is opened instead of
  *   stat'ed, and its size, mtime and digest all come from that one descriptor: one path lookup
  *   per file where a listing followed by digests took two. Files of up to SYNC_DIGEST_MAX_BYTES
- *   are digested, bigger ones while the hash pool would rather not start a thread yet
- *   (digestsWhileListing). Files left without a digest (the other big ones, symlinks, unreadable
- *   ones, any file met while the budget is slow) are for the caller to digest separately.
+ *   are digested, and the first bigger ones up to a budget per listing (digestsWhileListing).
+ *   Files left without a digest (the other big ones, symlinks, unreadable ones, any file met
+ *   while the budget is slow) are for the caller to digest separately.
  */
 import { closeSync, fstatSync, openSync, readdirSync, statSync, type BigIntStats, type Dirent } from "node:fs";
 import { readdir, stat } from "node:fs/promises";
 import path from "node:path";
 import { AgentError } from "../errors.js";
-import { digestOpenFileSync, digestsWhileListing } from "../digest/digest.js";
+import { digestOpenFileSync, digestsWhileListing, LISTING_INLINE_HASH_MS, SYNC_DIGEST_MAX_BYTES } from "../digest/digest.js";
 import { childFileUrl, type MigrationRoot, rootFileUrl } from "../instance/directories.js";
 import type { DigestAlgorithmName, FileEntry } from "../migration/types.js";
 import type { Exclusions } from "./exclude.js";
@@ -59,6 +59,8 @@ export interface WalkOptions {
   readonly budget?: SyncBudget;
   /** Digest small regular files as they are listed (see the header), in this algorithm. */
   readonly digestAlgorithm?: DigestAlgorithmName;
+  /** The listing's budget for hashing big files itself (digestsWhileListing); LISTING_INLINE_HASH_MS unless set (tests). */
+  readonly inlineHashMs?: number;
 }
 
 /** Lists every migratable file and directory under `roots`. */
@@ -104,6 +106,7 @@ export async function* walkRoots(
   options: WalkOptions = {},
 ): AsyncGenerator<LocalEntry[]> {
   const { temps = [], budget = new SyncBudget(), digestAlgorithm } = options;
+  const inlineHashing: InlineHashing = { spentMs: 0, budgetMs: options.inlineHashMs ?? LISTING_INLINE_HASH_MS };
   let batch: LocalEntry[] = [];
   for (const root of roots) {
     const base = root.path;
@@ -113,7 +116,7 @@ export async function* walkRoots(
       if (vanished(err)) continue;
       throw new AgentError("Internal", `cannot read ${base}: ${(err as Error).message}`, { cause: err });
     }
-    const walk: RootWalk = { root, exclusions, temps, budget, digestAlgorithm, turn: undefined };
+    const walk: RootWalk = { root, exclusions, temps, budget, digestAlgorithm, inlineHashing, turn: undefined };
     /** The directories being walked, innermost last: each is emitted up to its `next` entry. */
     const stack: DirectoryListing[] = [];
     const top = await listDirectory(walk, base, "", rootFileUrl(root));
@@ -149,8 +152,16 @@ interface RootWalk {
   readonly temps: string[];
   readonly budget: SyncBudget;
   readonly digestAlgorithm: DigestAlgorithmName | undefined;
+  /** Shared by every root of the listing. */
+  readonly inlineHashing: InlineHashing;
   /** The event loop's turn that statEntriesSync stopped for, for the walk to await. */
   turn: Promise<void> | undefined;
+}
+
+/** A listing's hashing of big files itself (digestsWhileListing), in ms. */
+interface InlineHashing {
+  spentMs: number;
+  readonly budgetMs: number;
 }
 
 /** One directory of the walk: its sorted entries, the listing entry found for each, and how far it has been emitted. */
@@ -230,7 +241,7 @@ function statEntriesSync(walk: RootWalk, dir: DirectoryListing, from: number): n
     let digested: OpenDigest | undefined;
     try {
       if (digestAlgorithm !== undefined && dirent.isFile() && !exclusions.isFileExcluded(root, absPath)) {
-        digested = statAndDigestSync(absPath, digestAlgorithm);
+        digested = statAndDigestSync(absPath, digestAlgorithm, walk.inlineHashing);
         st = digested?.stats;
       }
       st ??= statSync(absPath, { bigint: true });
@@ -329,7 +340,7 @@ interface OpenDigest {
  * leaves the digest out, for the caller's separate digest to report.
  * @throws the open's or fstat's errno error when the file vanished (ENOENT, ENOTDIR).
  */
-function statAndDigestSync(absPath: string, algorithm: DigestAlgorithmName): OpenDigest | undefined {
+function statAndDigestSync(absPath: string, algorithm: DigestAlgorithmName, inlineHashing: InlineHashing): OpenDigest | undefined {
   let fd: number;
   try {
     fd = openSync(absPath, OPEN_CHECKED);
@@ -339,12 +350,16 @@ function statAndDigestSync(absPath: string, algorithm: DigestAlgorithmName): Ope
   }
   try {
     const stats = fstatSync(fd, { bigint: true });
-    if (!stats.isFile() || !digestsWhileListing(Number(stats.size))) return { stats, hashingMs: 0 };
+    const size = Number(stats.size);
+    if (!stats.isFile() || !digestsWhileListing(size, inlineHashing.spentMs, inlineHashing.budgetMs)) return { stats, hashingMs: 0 };
+    const started = performance.now();
     try {
       const { digest, hashingMs } = digestOpenFileSync(fd, algorithm);
       return { stats, digest, hashingMs };
     } catch {
       return { stats, hashingMs: 0 };
+    } finally {
+      if (size > SYNC_DIGEST_MAX_BYTES) inlineHashing.spentMs += performance.now() - started;
     }
   } finally {
     closeSync(fd);

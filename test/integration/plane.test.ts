@@ -33,7 +33,7 @@ import { DigestFilesRequestSchema, type DigestFilesResponse, PeerService, ReadFi
 import type { Config, InstanceConfig } from "../../src/config/schema.js";
 import { generateDataset } from "../../src/dataset/generate.js";
 import { createHasher } from "../../src/digest/digest.js";
-import { hashPoolThreads } from "../../src/digest/hash-pool.js";
+import { hashPoolThreads, INLINE_HASH_MAX_BYTES } from "../../src/digest/hash-pool.js";
 import { AgentError } from "../../src/errors.js";
 import { InstanceRegistry } from "../../src/instance/registry.js";
 import { silentLogger } from "../../src/log.js";
@@ -263,19 +263,27 @@ describe("PeerService.ListFiles", () => {
     expect(listing.some((e) => e.fileUrl.includes("/snapshots"))).toBe(false);
   });
 
-  it("with a digest algorithm: the same listing, each file of at most 1 MiB with DigestFiles's digest, bigger ones without while the hash pool runs", async () => {
+  it("with a digest algorithm: the same listing, each file of at most 1 MiB with DigestFiles's digest, bigger ones up to the listing's budget", async () => {
     const files = listing.filter((e) => e.fileType === "FILE");
     const viaDigestFiles = new Map<string, string>();
     for await (const r of peer.digestFiles("MD5", files.map((e) => e.fileUrl), 4)) viaDigestFiles.set(r.fileUrl, r.digest!);
-    // DigestFiles hashed the big files on the pool, whose thread still runs: the listing leaves them.
+    // DigestFiles hashed the big files on the pool, whose thread still runs: the listing digests its own all the same.
     expect(hashPoolThreads()).toBeGreaterThan(0);
     const listed = await listedWithDigests(peer, "MD5");
     expect(listed.map(({ digest: _, ...entry }) => entry)).toEqual(listing);
     const small = files.filter((e) => e.size <= MiB);
+    const mid = files.filter((e) => e.size > MiB && e.size <= INLINE_HASH_MAX_BYTES);
     expect(small.length).toBeGreaterThan(100);
-    expect(small.length).toBeLessThan(files.length); // big.bin and the tree's larger Data.db files
+    expect(mid.length).toBeGreaterThan(0); // the tree's larger Data.db files
     const digestOf = new Map(listed.map((e) => [e.fileUrl, e.digest]));
-    for (const e of files) expect(digestOf.get(e.fileUrl), e.fileUrl).toBe(e.size <= MiB ? viaDigestFiles.get(e.fileUrl) : undefined);
+    for (const e of small) expect(digestOf.get(e.fileUrl), e.fileUrl).toBe(viaDigestFiles.get(e.fileUrl));
+    // The first big file comes while the budget is unspent; later ones may come after.
+    expect(digestOf.get(mid[0]!.fileUrl)).toBe(viaDigestFiles.get(mid[0]!.fileUrl));
+    for (const e of mid) expect([viaDigestFiles.get(e.fileUrl), undefined], e.fileUrl).toContain(digestOf.get(e.fileUrl));
+    // big.bin, over INLINE_HASH_MAX_BYTES, is left to DigestFiles.
+    const big = files.filter((e) => e.size > INLINE_HASH_MAX_BYTES);
+    expect(big.map((e) => e.fileUrl.split("/").at(-1))).toEqual(["big.bin"]);
+    expect(digestOf.get(big[0]!.fileUrl)).toBeUndefined();
     expect(listed.filter((e) => e.fileType === "DIRECTORY").every((e) => e.digest === undefined)).toBe(true);
     const xxh32 = await listedWithDigests(peer, "XXHash32");
     const hasher = createHasher("XXHash32");

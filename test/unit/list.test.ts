@@ -8,7 +8,7 @@ import { rm, symlink } from "node:fs/promises";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { digestFile, SYNC_DIGEST_MAX_BYTES } from "../../src/digest/digest.js";
-import { hashPoolThreads, INLINE_HASH_BEFORE_THREAD_MS, INLINE_HASH_MAX_BYTES, recordInlineHashing } from "../../src/digest/hash-pool.js";
+import { hashPoolThreads, INLINE_HASH_MAX_BYTES } from "../../src/digest/hash-pool.js";
 import { listRoots, walkRoots } from "../../src/fs/list.js";
 import { SyncBudget } from "../../src/fs/sync-budget.js";
 import { fileUrlOf } from "../../src/instance/directories.js";
@@ -79,7 +79,7 @@ describe("listing walk", () => {
     expect(await walk(alwaysAsync)).toEqual(synchronous);
   });
 
-  it("with a digest algorithm: the same entries, and the digest of each regular file of at most 1 MiB, or bigger while the hash pool has no thread", async () => {
+  it("with a digest algorithm: the same entries, and the digest of each regular file of at most 1 MiB, or bigger within the listing's budget", async () => {
     const instance = await oddTree();
     const data0 = instance.config.dataDirs[0]!;
     await writeTree(data0, {
@@ -92,23 +92,26 @@ describe("listing walk", () => {
     const plain = await listRoots(instance.roots, instance.exclusions);
     const small = ["ks/big/at-limit-Data.db", "ks/big/empty-Digest.crc32", "ks/caf\u00e9 x/plain-Data.db", "ks/caf\u00e9 x/x!'()*y%.db"]
       .concat(["ks/t~1.2_a/nb-1-big-TOC.txt", "../data1/\u{1F600}/f", "../hints/1-2.hints"]);
-    const digestedBy = async (algorithm: DigestAlgorithmName) => {
-      const listed = await listRoots(instance.roots, instance.exclusions, { digestAlgorithm: algorithm });
-      expect(listed.entries.map(({ digest: _, ...entry }) => entry)).toEqual(plain.entries);
-      expect(listed.temps).toEqual(plain.temps);
-      for (const entry of listed.entries.filter((e) => e.digest !== undefined)) {
+    const digestedBy = async (algorithm: DigestAlgorithmName, inlineHashMs?: number) => {
+      const entries = [];
+      const temps: string[] = [];
+      for await (const batch of walkRoots(instance.roots, instance.exclusions, 1000, { digestAlgorithm: algorithm, temps, inlineHashMs })) entries.push(...batch);
+      expect(entries.map(({ digest: _, ...entry }) => entry)).toEqual(plain.entries);
+      expect(temps).toEqual(plain.temps);
+      for (const entry of entries.filter((e) => e.digest !== undefined)) {
         expect(entry.digest, `${algorithm} ${entry.relPath}`).toBe(await digestFile(entry.absPath, algorithm));
       }
-      return listed.entries.filter((e) => e.digest !== undefined).map((e) => path.relative(data0, e.absPath)).sort();
+      return entries.filter((e) => e.digest !== undefined).map((e) => path.relative(data0, e.absPath)).sort();
     };
     expect(hashPoolThreads()).toBe(0);
     for (const algorithm of ["MD5", "XXHash32", "XXH64"] as const) {
       expect(await digestedBy(algorithm)).toEqual([...small, "ks/big/over-limit-Data.db"].sort());
     }
-    // Once inline hashing has cost what a thread's start does, the pool has one and takes the big files.
-    recordInlineHashing(INLINE_HASH_BEFORE_THREAD_MS);
+    // The file over INLINE_HASH_MAX_BYTES was left to the pool, which started a thread for it;
+    // that thread does not stop the listings above (the second and third) from digesting the other big one.
     expect(hashPoolThreads()).toBe(1);
-    expect(await digestedBy("MD5")).toEqual([...small].sort());
+    // A listing that has spent its budget on big files leaves the rest to the pool.
+    expect(await digestedBy("MD5", 0)).toEqual([...small].sort());
     // The slow-metadata walk lists the same entries and leaves every digest to the caller.
     const alwaysAsync = new (class extends SyncBudget {
       override get fast(): boolean {

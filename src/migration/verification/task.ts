@@ -21,7 +21,7 @@
  * Both listings are taken with the task's algorithm, so the small files come with their digests
  * (each side opens such a file once, for its metadata and its bytes); their verdicts are kept
  * until the metadata has all matched, and the digest step digests only the rest (files over
- * 1 MiB, symlinks, failed reads) on both sides.
+ * 1 MiB beyond what each listing digests itself, digest.ts; symlinks; failed reads) on both sides.
  *
  * Cancel aborts one AbortController that reaches the source streams and the local hashers, so
  * the work stops within a read of 1 MiB or a stream round trip; no source request starts after it.

@@ -2,22 +2,24 @@
  * The whole-file digests a verification makes on each side (digest.ts with a SyncBudget):
  * small files synchronously on the main thread, big ones on the hash pool (hash-pool.ts).
  * Both paths must hash exactly the file's bytes, whatever the size hint says, and fail and
- * cancel like the thread-pool path. While the pool has no thread, a verification's listing hashes
- * a few big files itself instead of starting one; the first describe runs before any thread exists.
+ * cancel like the thread-pool path. A verification's listing hashes its first big files itself,
+ * up to a budget, and starts a pool thread ahead for the rest; the first describe runs before any
+ * thread exists.
  */
 import { closeSync, openSync } from "node:fs";
 import { appendFile, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createHasher, digestFile, digestOpenFileSync, digestsWhileListing, SYNC_DIGEST_MAX_BYTES } from "../../../src/digest/digest.js";
 import {
-  digestFileOffThread,
-  hashPoolThreads,
-  INLINE_HASH_BEFORE_THREAD_MS,
-  INLINE_HASH_MAX_BYTES,
-  recordInlineHashing,
-} from "../../../src/digest/hash-pool.js";
+  createHasher,
+  digestFile,
+  digestOpenFileSync,
+  digestsWhileListing,
+  LISTING_INLINE_HASH_MS,
+  SYNC_DIGEST_MAX_BYTES,
+} from "../../../src/digest/digest.js";
+import { digestFileOffThread, hashPoolThreads, INLINE_HASH_MAX_BYTES } from "../../../src/digest/hash-pool.js";
 import { SyncBudget } from "../../../src/fs/sync-budget.js";
 import { AgentError } from "../../../src/errors.js";
 import type { DigestAlgorithmName } from "../../../src/migration/types.js";
@@ -59,13 +61,20 @@ async function codeOf(promise: Promise<unknown>): Promise<string | undefined> {
 }
 
 // First in the file: it needs a pool that has never had a thread.
-describe("a hash pool without a thread", () => {
-  it("lets a listing hash big files itself until that has cost what a thread's start does, then starts one", async () => {
+describe("a listing's own digests of big files", () => {
+  it("are taken up to its budget, whatever the pool runs; a big file left to the pool starts a thread for it", async () => {
     expect(hashPoolThreads()).toBe(0);
-    expect(digestsWhileListing(SYNC_DIGEST_MAX_BYTES)).toBe(true);
-    expect(digestsWhileListing(INLINE_HASH_MAX_BYTES)).toBe(true);
-    expect(digestsWhileListing(INLINE_HASH_MAX_BYTES + 1)).toBe(false);
-    // A big file digested through an open descriptor is inline hashing, and counts as such.
+    expect(digestsWhileListing(SYNC_DIGEST_MAX_BYTES, LISTING_INLINE_HASH_MS)).toBe(true);
+    expect(digestsWhileListing(SYNC_DIGEST_MAX_BYTES + 1, 0)).toBe(true);
+    expect(digestsWhileListing(INLINE_HASH_MAX_BYTES, LISTING_INLINE_HASH_MS - 1)).toBe(true);
+    expect(digestsWhileListing(SYNC_DIGEST_MAX_BYTES + 1, 5, 5)).toBe(false);
+    expect(hashPoolThreads()).toBe(1);
+    expect(digestsWhileListing(INLINE_HASH_MAX_BYTES + 1, 0)).toBe(false);
+    expect(digestsWhileListing(SYNC_DIGEST_MAX_BYTES + 1, LISTING_INLINE_HASH_MS)).toBe(false);
+    // With a thread running, a listing under its budget still digests its big files itself.
+    expect(digestsWhileListing(SYNC_DIGEST_MAX_BYTES + 1, 0)).toBe(true);
+    expect(hashPoolThreads()).toBe(1);
+    // A big file digested through an open descriptor: the digest of all its bytes.
     const bytes = bytesOf(3 * SYNC_DIGEST_MAX_BYTES + 5, 11);
     const fd = openSync(await file("cold-big", bytes), "r");
     try {
@@ -73,12 +82,6 @@ describe("a hash pool without a thread", () => {
     } finally {
       closeSync(fd);
     }
-    expect(hashPoolThreads()).toBe(0);
-    recordInlineHashing(INLINE_HASH_BEFORE_THREAD_MS);
-    // The rent has reached the price: a thread starts for the big files still to come.
-    expect(hashPoolThreads()).toBe(1);
-    expect(digestsWhileListing(SYNC_DIGEST_MAX_BYTES + 1)).toBe(false);
-    expect(digestsWhileListing(SYNC_DIGEST_MAX_BYTES)).toBe(true);
   });
 });
 
