@@ -63,7 +63,8 @@ const USAGE = `usage: npm run bench -- [options]
                                lm and rsync full copies behind the delay proxy, so it needs lm, rsync or both
   --agent FILE                 agent command (default src/cli/lm-sidecar.sh, the installed lm-sidecar, which runs
                                dist/src/main.js: build it with npm run build); a .js file runs with node
-  --agent-log-level LEVEL      LOG_LEVEL of the agents (default warn); logs go to <work>/*.log
+  --agent-log-level LEVEL      LOG_LEVEL of the agents (default info); logs go to <work>/*.log. lm-sidecar's figures
+                               end at the destination's log line for the task's end: above info, at a poll instead
   --cpu-prof DIR               run the agents with node --cpu-prof (node dist/src/main.js, not the launcher),
                                profiles written to DIR (open in Chrome DevTools)
   --keep                       keep the destination trees (the source dataset is always kept for reuse)
@@ -110,7 +111,7 @@ function parseOptions(argv: string[]): BenchOptions | undefined {
       work: { type: "string" },
       only: { type: "string" },
       agent: { type: "string" },
-      "agent-log-level": { type: "string", default: "warn" },
+      "agent-log-level": { type: "string", default: "info" },
       keep: { type: "boolean", default: false },
       "cpu-prof": { type: "string" },
       help: { type: "boolean", short: "h" },
@@ -282,7 +283,7 @@ class AgentProcess {
     readonly label: string,
     private readonly agentMain: string,
     private readonly configFile: string,
-    private readonly logFile: string,
+    readonly logFile: string,
     private readonly bindHost: string,
     private readonly ports: Ports,
     private readonly logLevel: string,
@@ -378,68 +379,102 @@ async function requestJson(method: string, url: string, body?: unknown): Promise
 }
 
 /**
- * How long to wait before the next status poll of a task that has run `waitedMs`: 2.5 % of it,
- * between 5 and 50 ms. A fixed 50 ms added 25 ms on average to every lm-sidecar figure (~28 ms
- * measured against the completion times in the destination's log, ~6 % of a small-tree
- * verification), while polling every 5 ms throughout would cost the proxies' process (which
- * polls) hundreds of requests per large copy, on the cores the agents use.
+ * How often the benchmark asks for a running task's status. Each request costs the destination
+ * agent ~0.3 ms of CPU and this process ~0.75 ms (1,000 in a row), on the cores the agents use;
+ * the figures do not depend on it (taskEndFromLog).
  */
-function pollIntervalMs(waitedMs: number): number {
-  return Math.min(50, Math.max(5, waitedMs / 40));
+const POLL_MS = 50;
+
+/**
+ * When a task reached its terminal state, in ms since the epoch, from the destination agent's
+ * log line for it (`time`, to the ms); undefined if the log has none (a log level above info).
+ * A figure that ended when a poll saw the state would add 25 ms on average (half of POLL_MS),
+ * ~6 % of a small-tree verification, where the peer tools' figures end when their process
+ * exits; polling every few ms instead would take ~1 ms of CPU per poll from the agents' cores
+ * (~130 polls in a small-tree copy at 2.5 % of the time waited).
+ */
+async function taskEndFromLog(logFile: string, taskId: string, terminal: RegExp): Promise<number | undefined> {
+  // The agent writes its log asynchronously: the line may land a few ms after the state changed.
+  for (let attempt = 0; attempt < 20; attempt++) {
+    let text = "";
+    try {
+      text = readFileSync(logFile, "utf8");
+    } catch {
+      return undefined;
+    }
+    for (let end = text.length; end > 0; ) {
+      const start = text.lastIndexOf("\n", end - 2) + 1;
+      const line = text.slice(start, end);
+      end = start;
+      if (!line.includes(taskId)) continue;
+      try {
+        const parsed = JSON.parse(line) as { liveMigrationRequest?: string; msg?: string; time?: string };
+        if (parsed.liveMigrationRequest === taskId && terminal.test(parsed.msg ?? "") && parsed.time !== undefined) return Date.parse(parsed.time);
+      } catch {
+        // not a log line of ours
+      }
+    }
+    await sleep(10);
+  }
+  return undefined;
+}
+
+/** What an lm-sidecar task ended as, and how to learn when (taskEndFromLog). */
+interface TaskOutcome {
+  readonly task: Record<string, unknown>;
+  /** ms since the epoch; undefined when the log does not say. */
+  readonly endedAt: () => Promise<number | undefined>;
 }
 
 /** The destination's REST API: start a task, poll its status URL until a terminal state. */
 class DestinationApi {
-  constructor(private readonly base: string) {}
+  constructor(
+    private readonly base: string,
+    private readonly logFile: string,
+  ) {}
 
-  private async start(route: string, body: unknown): Promise<string> {
+  private async start(route: string, body: unknown): Promise<{ taskId: string; statusUrl: string }> {
     const res = await requestJson("POST", `${this.base}${API}/${route}`, body);
     const b = res.body as { taskId?: string; statusUrl?: string };
-    if (res.status !== 202 || typeof b?.statusUrl !== "string") {
+    if (res.status !== 202 || typeof b?.statusUrl !== "string" || typeof b.taskId !== "string") {
       throw new Error(`POST ${route} answered ${res.status}: ${JSON.stringify(res.body)}`);
     }
-    return b.statusUrl;
+    return { taskId: b.taskId, statusUrl: b.statusUrl };
   }
 
-  /**
-   * Polls until `done`. The interval grows with the time already waited (pollIntervalMs), so
-   * that the figure overshoots the task's end by ~1 % at most on average, as the peer tools'
-   * figures end when their process exits.
-   */
   private async poll<T>(statusUrl: string, done: (body: T) => boolean, timeoutMs: number): Promise<T> {
-    const started = Date.now();
+    const deadline = Date.now() + timeoutMs;
     for (;;) {
       const res = await requestJson("GET", `${this.base}${statusUrl}`);
       if (res.status !== 200) throw new Error(`GET ${statusUrl} answered ${res.status}: ${JSON.stringify(res.body)}`);
       const body = res.body as T;
       if (done(body)) return body;
-      const waited = Date.now() - started;
-      if (waited > timeoutMs) throw new Error(`task ${statusUrl} not finished after ${timeoutMs / 1000} s: ${JSON.stringify(body)}`);
-      await sleep(pollIntervalMs(waited));
+      if (Date.now() > deadline) throw new Error(`task ${statusUrl} not finished after ${timeoutMs / 1000} s: ${JSON.stringify(body)}`);
+      await sleep(POLL_MS);
     }
   }
 
   /** POST data-copy-tasks and wait for the last iteration's terminal state; throws unless SUCCESS. */
-  async dataCopy(timeoutMs: number): Promise<Record<string, unknown>> {
+  async dataCopy(timeoutMs: number): Promise<TaskOutcome> {
     type Task = { status?: { state?: string; failureReason?: string }[] };
-    const url = await this.start("data-copy-tasks", { maxIterations: 3, successThreshold: 1.0, maxConcurrency: 10 });
-    const task = await this.poll<Task>(url, (t) => ["SUCCESS", "FAILED", "CANCELLED"].includes(t.status?.at(-1)?.state ?? ""), timeoutMs);
+    const { taskId, statusUrl } = await this.start("data-copy-tasks", { maxIterations: 3, successThreshold: 1.0, maxConcurrency: 10 });
+    const task = await this.poll<Task>(statusUrl, (t) => ["SUCCESS", "FAILED", "CANCELLED"].includes(t.status?.at(-1)?.state ?? ""), timeoutMs);
     const last = task.status!.at(-1)!;
     if (last.state !== "SUCCESS") throw new Error(`data copy ended ${last.state}: ${last.failureReason ?? JSON.stringify(task.status)}`);
-    return task as Record<string, unknown>;
+    return { task: task as Record<string, unknown>, endedAt: () => taskEndFromLog(this.logFile, taskId, /^iteration \d+: SUCCESS$/) };
   }
 
   /** POST files-verification-tasks and wait for a terminal state; throws unless COMPLETED with no mismatch. */
-  async verify(digestAlgorithm: "MD5" | "XXHash32", timeoutMs: number): Promise<Record<string, unknown>> {
+  async verify(digestAlgorithm: "MD5" | "XXHash32", timeoutMs: number): Promise<TaskOutcome> {
     type Task = Record<string, unknown> & { state?: string };
-    const url = await this.start("files-verification-tasks", { maxConcurrency: 10, digestAlgorithm });
-    const task = await this.poll<Task>(url, (t) => ["COMPLETED", "FAILED", "CANCELLED"].includes(t.state ?? ""), timeoutMs);
+    const { taskId, statusUrl } = await this.start("files-verification-tasks", { maxConcurrency: 10, digestAlgorithm });
+    const task = await this.poll<Task>(statusUrl, (t) => ["COMPLETED", "FAILED", "CANCELLED"].includes(t.state ?? ""), timeoutMs);
     if (task.state !== "COMPLETED") throw new Error(`verification ended ${task.state}: ${JSON.stringify(task)}`);
     const bad = ["filesNotFoundAtSource", "filesNotFoundAtDestination", "metadataMismatches", "digestMismatches", "digestVerificationFailures"].filter(
       (k) => typeof task[k] === "number" && (task[k] as number) > 0,
     );
     if (bad.length > 0) throw new Error(`verification found differences: ${bad.map((k) => `${k}=${String(task[k])}`).join(", ")}`);
-    return task;
+    return { task, endedAt: () => taskEndFromLog(this.logFile, taskId, /^Files verification completed$/) };
   }
 }
 
@@ -533,20 +568,32 @@ class Bench {
     return rec.ok;
   }
 
-  /** Records one run of an lm-sidecar scenario (timed from the POST to the terminal state). */
-  private async recordLm(s: ScenarioResult, run: number, op: () => Promise<Record<string, unknown>>, opts: { sync?: boolean; check?: () => Promise<string[]> } = {}): Promise<boolean> {
+  /**
+   * Records one run of an lm-sidecar scenario: from the POST to the terminal state, as the
+   * destination agent logged it (taskEndFromLog; else as the poll saw it), plus the `sync` after a
+   * copy.
+   */
+  private async recordLm(s: ScenarioResult, run: number, op: () => Promise<TaskOutcome>, opts: { sync?: boolean; check?: () => Promise<string[]> } = {}): Promise<boolean> {
     log(`${s.id} run ${run}`);
     const meters = [new AgentMeter(this.sourceAgent!), new AgentMeter(this.destAgent!)] as const;
     let rec: RunRecord;
     try {
       await Promise.all(meters.map((m) => m.begin()));
       const proxyCpu = this.proxyCpuMeter();
+      const startedAt = Date.now(); // the wall clock, as in the agent's log
       const t0 = performance.now();
-      const task = await op();
+      const { task, endedAt: readEnd } = await op();
+      const polledMs = performance.now() - t0;
+      const s0 = performance.now();
       if (opts.sync) syncDisks();
-      const seconds = (performance.now() - t0) / 1000;
+      const syncMs = performance.now() - s0;
+      const endedAt = await readEnd();
+      // A logged end after the poll that saw it would be a clock step: the poll's figure then.
+      const logged = endedAt !== undefined && endedAt >= startedAt && endedAt - startedAt <= polledMs + 2 ? endedAt - startedAt : undefined;
+      const seconds = ((logged ?? polledMs) + syncMs) / 1000;
       const [source, destination] = await Promise.all(meters.map((m) => m.end()));
-      rec = { run, seconds, ok: true, agents: { source, destination }, detail: { task }, ...proxyCpu() };
+      const timing = { endedBy: logged !== undefined ? "agent log" : "poll", polledSeconds: +((polledMs + syncMs) / 1000).toFixed(3) };
+      rec = { run, seconds, ok: true, agents: { source, destination }, detail: { task, ...timing }, ...proxyCpu() };
       if (opts.check) {
         const diffs = await opts.check();
         if (diffs.length > 0) Object.assign(rec, { ok: false, error: `destination differs from source: ${diffs.join("; ")}` });
@@ -664,7 +711,7 @@ class Bench {
   }
 
   private get api(): DestinationApi {
-    return new DestinationApi(`http://${DEST_HOST}:${this.ports.gateway}`);
+    return new DestinationApi(`http://${DEST_HOST}:${this.ports.gateway}`, this.destAgent!.logFile);
   }
 
   // -------------------------------------------------------------- phases
