@@ -215,9 +215,9 @@ export const LISTING_INLINE_HASH_MS = 100;
  * no separate digest step. The pool used to decide instead, process-wide: no big file inline
  * once a thread was running, which it was for 10 s after any verification that had hashed
  * 100 ms of them. Fresh agents, five verifications 1 s apart (MD5, XXHash32, MD5, XXHash32,
- * MD5), three rounds, the small benchmark tree: the second MD5 took 0.71-0.84 s instead of
- * 0.84-0.86, the third 0.66-0.69 instead of 0.73-0.78, the XXHash32 ones 0.41-0.44 instead of
- * 0.42-0.49; the first, all inline either way, 0.78-0.81 s both.
+ * MD5), three rounds, the small benchmark tree: the second MD5 took 0.66-0.75 s instead of
+ * 0.83-0.91, the third 0.70-0.73 instead of 0.73-0.79, the second XXHash32 0.41-0.44 instead of
+ * 0.42-0.56; the first MD5, all inline either way, 0.82-0.88 s both (test/bench/FINDINGS.md).
  */
 export function digestsWhileListing(size: number, inlineMs: number, budgetMs = LISTING_INLINE_HASH_MS): boolean {
   if (size <= SYNC_DIGEST_MAX_BYTES) return true;

@@ -258,6 +258,9 @@ export function encodeListFilesResponse(message: PeerServiceListFilesResponse): 
   return out;
 }
 
+/** The empty input of an idle CanonicalReader. */
+const NO_BYTES = Buffer.alloc(0);
+
 /** The 10-byte varint of int64 -1 (a directory's size), the one negative value the decoders below take directly. */
 const MINUS_ONE_VARINT = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01];
 
@@ -267,23 +270,27 @@ const MINUS_ONE_VARINT = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 
  * undefined where the input is anything else, and the decoder then hands the whole message to
  * fromBinary, so that unusual or malformed input gets protobuf-es's result or error.
  *
- * One reader serves every decode (readerOf): the decoders are synchronous, so no two use it at
- * once. A reader per message let V8 collect the readers' map between listings, and with it the
- * optimized code of every method, compiled for that map: a fresh destination agent recompiled
- * them all after the first full collection (`--trace-deopt`: "weak objects").
+ * One reader serves every decode (canonically): the decoders are synchronous, so no two use it
+ * at once. A reader per message let V8 collect the readers' map between listings, and with it
+ * the optimized code of every method, compiled for that map: a fresh destination agent
+ * recompiled them all after the first full collection (`--trace-deopt`: "weak objects").
  */
 class CanonicalReader {
   at = 0;
-  private bytes: Uint8Array = EMPTY_BYTES;
-  private text: Buffer = Buffer.alloc(0);
+  // A Buffer always (grpc-js hands the decoders Buffers), for toString and one field type.
+  private bytes: Buffer = NO_BYTES;
 
   /** Starts reading `bytes` from its first byte. */
-  reset(bytes: Uint8Array): this {
+  reset(bytes: Uint8Array): void {
     this.at = 0;
-    this.bytes = bytes;
-    // grpc-js hands the decoders Buffers already; a view is made only for other input.
-    this.text = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    return this;
+    // A view is made only for input that is not a Buffer already.
+    this.bytes = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  }
+
+  /** Lets go of the last input, so that the reader does not keep a message's buffer alive. */
+  release(): void {
+    this.at = 0;
+    this.bytes = NO_BYTES;
   }
 
   get done(): boolean {
@@ -326,7 +333,7 @@ class CanonicalReader {
     const end = this.lengthDelimited(limit);
     if (end === undefined) return undefined;
     for (let i = this.at; i < end; i++) if (this.bytes[i]! >= 0x80) return undefined;
-    const value = this.text.toString("latin1", this.at, end);
+    const value = this.bytes.toString("latin1", this.at, end);
     this.at = end;
     return value;
   }
@@ -334,9 +341,14 @@ class CanonicalReader {
 
 const sharedReader = new CanonicalReader();
 
-/** The one CanonicalReader, reset to read `bytes`. */
-function readerOf(bytes: Uint8Array): CanonicalReader {
-  return sharedReader.reset(bytes);
+/** Runs a hand decoder on `bytes` with the one CanonicalReader, which lets go of them after. */
+function canonically<T>(decode: (reader: CanonicalReader, bytes: Uint8Array) => T, bytes: Uint8Array): T {
+  sharedReader.reset(bytes);
+  try {
+    return decode(sharedReader, bytes);
+  } finally {
+    sharedReader.release();
+  }
 }
 
 /**
@@ -348,7 +360,7 @@ function readerOf(bytes: Uint8Array): CanonicalReader {
  * truncation — is decoded by fromBinary and fromInstanceFile, so the result or the error is theirs.
  */
 export function decodeListFilesResponse(bytes: Uint8Array): FileEntry[] {
-  let decoded = decodeCanonicalListing(bytes);
+  let decoded = canonically(decodeCanonicalListing, bytes);
   if (decoded === undefined) {
     const message = fromBinary(PeerServiceListFilesResponseSchema, bytes);
     decoded = { entries: message.files.map(fromInstanceFile), digests: message.digests };
@@ -370,8 +382,7 @@ function withListedDigests(entries: FileEntry[], digests: readonly string[]): Fi
   return entries;
 }
 
-function decodeCanonicalListing(bytes: Uint8Array): { entries: FileEntry[]; digests: string[] } | undefined {
-  const reader = readerOf(bytes);
+function decodeCanonicalListing(reader: CanonicalReader, bytes: Uint8Array): { entries: FileEntry[]; digests: string[] } | undefined {
   const entries: FileEntry[] = [];
   const digests: string[] = [];
   while (!reader.done) {
@@ -473,11 +484,10 @@ export function encodeReadFilesRequest(message: ReadFilesRequest): Buffer | unde
  * is decoded by fromBinary, so the result or the error is its own.
  */
 export function decodeReadFilesRequest(bytes: Uint8Array): ReadFilesRequest {
-  return decodeCanonicalReadFilesRequest(bytes) ?? fromBinary(ReadFilesRequestSchema, bytes);
+  return canonically(decodeCanonicalReadFilesRequest, bytes) ?? fromBinary(ReadFilesRequestSchema, bytes);
 }
 
-function decodeCanonicalReadFilesRequest(bytes: Uint8Array): ReadFilesRequest | undefined {
-  const reader = readerOf(bytes);
+function decodeCanonicalReadFilesRequest(reader: CanonicalReader): ReadFilesRequest | undefined {
   const files: ReadFileRequest[] = [];
   while (!reader.done) {
     if (reader.tag() !== REQUEST_FILES_TAG) return undefined;
@@ -615,11 +625,10 @@ export function encodeReadFilesResponse(message: ReadFilesResponse): Buffer | un
  * most once per piece); anything else is decoded by fromBinary, so the result or the error is its own.
  */
 export function decodeReadFilesResponse(bytes: Uint8Array): ReadFilesPieceFields[] {
-  return decodeCanonicalPieces(bytes) ?? fromBinary(ReadFilesResponseSchema, bytes).pieces;
+  return canonically(decodeCanonicalPieces, bytes) ?? fromBinary(ReadFilesResponseSchema, bytes).pieces;
 }
 
-function decodeCanonicalPieces(bytes: Uint8Array): ReadFilesPieceFields[] | undefined {
-  const reader = readerOf(bytes);
+function decodeCanonicalPieces(reader: CanonicalReader, bytes: Uint8Array): ReadFilesPieceFields[] | undefined {
   const pieces: ReadFilesPieceFields[] = [];
   while (!reader.done) {
     if (reader.tag() !== PIECES_TAG) return undefined;
@@ -787,11 +796,10 @@ export function encodeDigestFilesResponse(message: DigestFilesResponse): Buffer 
  * anything else goes through fromBinary, and every result through fromFileDigest either way.
  */
 export function decodeDigestFilesResponse(bytes: Uint8Array): DigestResult[] {
-  return decodeCanonicalDigests(bytes) ?? fromBinary(DigestFilesResponseSchema, bytes).digests.map(fromFileDigest);
+  return canonically(decodeCanonicalDigests, bytes) ?? fromBinary(DigestFilesResponseSchema, bytes).digests.map(fromFileDigest);
 }
 
-function decodeCanonicalDigests(bytes: Uint8Array): DigestResult[] | undefined {
-  const reader = readerOf(bytes);
+function decodeCanonicalDigests(reader: CanonicalReader): DigestResult[] | undefined {
   const results: DigestResult[] = [];
   while (!reader.done) {
     if (reader.tag() !== DIGESTS_TAG) return undefined;
