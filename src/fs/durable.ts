@@ -19,6 +19,7 @@ import { open } from "node:fs/promises";
 import path from "node:path";
 import type { Readable, Writable } from "node:stream";
 import pLimit from "p-limit";
+import { ParentCache } from "./parent-dir.js";
 
 /** fsyncs per fallback batch at once (the thread pool has 4 threads). */
 const FSYNC_PARALLELISM = 4;
@@ -159,7 +160,10 @@ let syncfsWorks: boolean | undefined;
  * @throws the fs error when a fallback fsync fails.
  */
 export function syncFiles(files: readonly string[]): Promise<void> {
-  return syncPaths(files, () => new Set(files.map((file) => path.dirname(file))));
+  return syncPaths(files, () => {
+    const parents = new ParentCache();
+    return new Set(files.map((file) => parents.of(file)));
+  });
 }
 
 /**

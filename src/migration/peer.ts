@@ -41,8 +41,11 @@ export interface DigestResult {
 export interface SourcePeer {
   /** The source instance's completion record. */
   migrationStatus(signal?: AbortSignal): Promise<MigrationStatus>;
-  /** The source instance's full listing. */
-  listFiles(signal?: AbortSignal): Promise<FileEntry[]>;
+  /**
+   * The source instance's full listing, batch by batch as the source walks, so that the caller
+   * works on each batch while the source still walks (collectListing gathers them).
+   */
+  listFiles(signal?: AbortSignal): AsyncIterable<readonly FileEntry[]>;
   /**
    * The same listing batch by batch, as the source walks, with the digests of its small regular
    * files (FileEntry.digest) in `digestAlgorithm`: a verification's listing. Files without a
@@ -68,4 +71,11 @@ export interface SourcePeer {
   ): AsyncIterable<DigestResult>;
   /** Closes the underlying channels. */
   close(): void;
+}
+
+/** Every entry of a batched listing (SourcePeer.listFiles), in order. */
+export async function collectListing(batches: AsyncIterable<readonly FileEntry[]>): Promise<FileEntry[]> {
+  const entries: FileEntry[] = [];
+  for await (const batch of batches) for (const entry of batch) entries.push(entry);
+  return entries;
 }

@@ -168,12 +168,8 @@ export function connectSourcePeer(options: SourcePeerOptions): SourcePeer {
       return serverStream(main, METHODS.listFiles, request, signal);
     },
 
-    async listFiles(signal?: AbortSignal): Promise<FileEntry[]> {
-      const entries: FileEntry[] = [];
-      for await (const batch of serverStream(main, METHODS.listFiles, create(PeerServiceListFilesRequestSchema), signal)) {
-        for (const entry of batch) entries.push(entry);
-      }
-      return entries;
+    listFiles(signal?: AbortSignal): AsyncIterable<FileEntry[]> {
+      return serverStream(main, METHODS.listFiles, create(PeerServiceListFilesRequestSchema), signal);
     },
 
     async *readFile(request: ReadFileRequest, signal?: AbortSignal): AsyncGenerator<ReadFileMessage> {

@@ -37,7 +37,7 @@ import { hashPoolThreads, INLINE_HASH_MAX_BYTES } from "../../src/digest/hash-po
 import { AgentError } from "../../src/errors.js";
 import { InstanceRegistry } from "../../src/instance/registry.js";
 import { silentLogger } from "../../src/log.js";
-import type { BatchReadMessage, ReadFileMessage, ReadFileTrailer, SourcePeer } from "../../src/migration/peer.js";
+import { type BatchReadMessage, collectListing, type ReadFileMessage, type ReadFileTrailer, type SourcePeer } from "../../src/migration/peer.js";
 import { BUSY_MESSAGE, RequestLimiter } from "../../src/migration/request-limiter.js";
 import type { DigestAlgorithmName, FileEntry } from "../../src/migration/types.js";
 import { connectSourcePeer } from "../../src/plane/client.js";
@@ -238,7 +238,7 @@ beforeAll(async () => {
   server = createPlaneServer({ registry, limiter, logger: silentLogger, liveMigrationService: stubService });
   port = await server.listen(SOURCE, 0);
   peer = connectSourcePeer({ host: SOURCE, port });
-  listing = await peer.listFiles();
+  listing = await collectListing(peer.listFiles());
 }, 120_000);
 
 afterAll(async () => {
@@ -297,7 +297,7 @@ describe("PeerService.ListFiles", () => {
     await instance.status.markCompleted();
     try {
       await expectAgentError(listedWithDigests(peer, "MD5"), "FailedPrecondition", /already marked COMPLETED/);
-      expect(await peer.listFiles()).toEqual(listing); // a plain listing is still served
+      expect(await collectListing(peer.listFiles())).toEqual(listing); // a plain listing is still served
     } finally {
       await instance.status.clear(SOURCE);
     }
@@ -307,7 +307,7 @@ describe("PeerService.ListFiles", () => {
     try {
       const release = tight.acquire();
       await expectAgentError(listedWithDigests(busyPeer, "XXHash32"), "Unavailable", BUSY_MESSAGE);
-      expect(await busyPeer.listFiles()).toEqual(listing);
+      expect(await collectListing(busyPeer.listFiles())).toEqual(listing);
       release();
       expect((await listedWithDigests(busyPeer, "XXHash32")).filter((e) => e.digest !== undefined).length).toBeGreaterThan(100);
       expect(tight.active).toBe(0);
@@ -320,7 +320,7 @@ describe("PeerService.ListFiles", () => {
   it("refuses a destination instance (role guard, NOT_FOUND)", async () => {
     const wrongRole = connectSourcePeer({ host: SOURCE, port, authority: DESTINATION });
     try {
-      await expectAgentError(wrongRole.listFiles(), "NotFound", /not a source/);
+      await expectAgentError(collectListing(wrongRole.listFiles()), "NotFound", /not a source/);
       await expectAgentError(
         collect(wrongRole.readFile({ fileUrl: listing[0]!.fileUrl, offset: 0, expectedSize: -1, expectedLastModifiedTime: -1 })),
         "NotFound",

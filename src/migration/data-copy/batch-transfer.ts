@@ -28,11 +28,11 @@
 import { closeSync, futimesSync, openSync, rename, renameSync, writeSync } from "node:fs";
 import { open, rm } from "node:fs/promises";
 import { promisify } from "node:util";
-import path from "node:path";
 import { createHasher, type Hasher, xxh64Of } from "../../digest/digest.js";
 import { AgentError, throwIfAborted } from "../../errors.js";
 import { syncFiles } from "../../fs/durable.js";
 import { exactSeconds } from "../../fs/mtime.js";
+import { ParentCache } from "../../fs/parent-dir.js";
 import { tempPathFor } from "../../fs/temp-name.js";
 import type { BatchReadMessage, ReadFileTrailer } from "../peer.js";
 import { abortable, ensureDirectory, type FileOutcome, type TransferContext, type TransferProgress } from "./file-transfer.js";
@@ -62,22 +62,26 @@ export function isBatchable(target: SourceTarget, resumeMinBytes: number): boole
 }
 
 /**
- * Splits files into those that stream alone (in the given order) and batches of small ones: at
- * most BATCH_FILE_MAX_BYTES each, and below `resumeMinBytes` so that no file that could be
- * resumed is batched. Batches hold at most BATCH_MAX_FILES / BATCH_MAX_BYTES, and small files are
- * spread over at least `streams` batches so that the streams in flight share them.
+ * Splits files into those that stream alone, largest first, and batches of small ones: at most
+ * BATCH_FILE_MAX_BYTES each, and below `resumeMinBytes` so that no file that could be resumed is
+ * batched. Batches hold at most BATCH_MAX_FILES / BATCH_MAX_BYTES, and small files are spread
+ * over at least `streams` batches so that the streams in flight share them.
  *
- * Small files are batched in path order, so that a batch covers a few table directories rather
- * than a few files of hundreds: each side resolves, creates and syncs a directory once per batch
- * (the source's path checker realpaths every directory a request names, safe-path.ts).
+ * Small files are batched in the order given, which should be the listing's (the download phase
+ * passes it): a listing names a directory's files together, so that a batch covers a few table
+ * directories rather than a few files of hundreds, and each side resolves, creates and syncs a
+ * directory once per batch (the source's path checker realpaths every directory a request
+ * names, safe-path.ts).
  */
 export function planBatches(
   files: readonly SourceTarget[],
   streams: number,
   resumeMinBytes: number,
 ): { readonly singles: SourceTarget[]; readonly batches: SourceTarget[][] } {
-  const singles = files.filter((t) => !isBatchable(t, resumeMinBytes));
-  const small = files.filter((t) => isBatchable(t, resumeMinBytes)).sort((a, b) => (a.absPath < b.absPath ? -1 : a.absPath > b.absPath ? 1 : 0));
+  const singles: SourceTarget[] = [];
+  const small: SourceTarget[] = [];
+  for (const t of files) (isBatchable(t, resumeMinBytes) ? small : singles).push(t);
+  singles.sort((a, b) => b.entry.size - a.entry.size);
   const perBatch = Math.min(BATCH_MAX_FILES, Math.max(1, Math.ceil(small.length / Math.max(1, streams))));
   const batches: SourceTarget[][] = [];
   let current: SourceTarget[] = [];
@@ -122,6 +126,7 @@ export async function downloadBatch(
   const writes = new Set<Promise<void>>();
   /** Files written under their temp names, not yet durable nor renamed. */
   const written: SourceTarget[] = [];
+  const parents = new ParentCache();
 
   const settle = (target: SourceTarget, outcome: FileOutcome) => outcomes.set(target, outcome);
   const handBack = (target: SourceTarget, reason: string, level: "debug" | "warn" = "debug") => {
@@ -139,7 +144,7 @@ export async function downloadBatch(
       handBack(target, `XXH64 mismatch for ${target.entry.fileUrl}: received ${bytes} bytes hashing to ${digest}, source has ${trailer.xxh64}`, "warn");
       return;
     }
-    const write: Promise<void> = writeTemp(ctx, target, chunks).then(
+      const write: Promise<void> = writeTemp(ctx, target, parents.of(target.absPath), chunks).then(
       () => void written.push(target),
       (err: unknown) => {
         if (!ctx.signal.aborted) handBack(target, AgentError.from(err).message, "warn");
@@ -224,7 +229,7 @@ export async function downloadBatch(
   }
   throwIfAborted(ctx.signal);
   received?.();
-  await putInPlace(ctx, written, settle, handBack);
+  await putInPlace(ctx, written, parents, settle, handBack);
   throwIfAborted(ctx.signal);
   // Files the stream never finished (it broke, or it ended early).
   for (const target of batch) {
@@ -248,6 +253,7 @@ function writePathOf(target: SourceTarget): string {
 async function putInPlace(
   ctx: TransferContext,
   group: readonly SourceTarget[],
+  parents: ParentCache,
   settle: (target: SourceTarget, outcome: FileOutcome) => void,
   handBack: (target: SourceTarget, reason: string, level?: "debug" | "warn") => void,
 ): Promise<void> {
@@ -271,7 +277,7 @@ async function putInPlace(
         () => renameSync(temp, target.absPath),
         () => renameAsync(temp, target.absPath),
       );
-      ctx.touchedDirs.add(path.dirname(target.absPath));
+      ctx.touchedDirs.add(parents.of(target.absPath));
       settle(target, { kind: "downloaded", size: target.entry.size, resumedFrom: 0 });
     } catch (err) {
       await rm(temp, { force: true }).catch(() => undefined);
@@ -281,13 +287,12 @@ async function putInPlace(
 }
 
 /**
- * Writes a checked file under its temp name (writePathOf) and gives it the source mtime;
+ * Writes a checked file under its temp name (writePathOf), in `dir`, and gives it the source mtime;
  * putInPlace makes it durable and renames it. The whole file (create, write, mtime, close) is
  * one synchronous call while ctx.budget allows: a page-cache write of a small file, judged slow
  * or not as a whole.
  */
-async function writeTemp(ctx: TransferContext, target: SourceTarget, chunks: readonly Uint8Array[]): Promise<void> {
-  const dir = path.dirname(target.absPath);
+async function writeTemp(ctx: TransferContext, target: SourceTarget, dir: string, chunks: readonly Uint8Array[]): Promise<void> {
   if (!ctx.knownDirs.has(dir)) await ensureDirectory(ctx, dir);
   const temp = writePathOf(target);
   const seconds = exactSeconds(target.entry.lastModifiedTime);

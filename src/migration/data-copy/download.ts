@@ -1,11 +1,11 @@
 /**
  * The DOWNLOADING phase of one iteration: directories first (parents before children), then
- * empty files, then files largest first with at most min(`maxConcurrency`, STREAMS_MAX) streams
- * in flight: a stream carries one large file (at most LARGE_STREAMS_MAX of them at once) or a
- * batch of small ones. A batch gives its stream up once its bytes are written, so the next one
- * streams while it waits for its syncfs (tens to ~200 ms each on the reference machine, ~0.5 s
- * of each stream's time over the small benchmark tree) and renames its files; it takes a stream
- * again to retry a file alone.
+ * empty files, then files with at most min(`maxConcurrency`, STREAMS_MAX) streams in flight: a
+ * stream carries one large file (largest first, at most LARGE_STREAMS_MAX of them at once) or a
+ * batch of small ones (in listing order). A batch gives its stream up once its bytes are
+ * written, so the next one streams while it waits for its syncfs (tens to ~200 ms each on the
+ * reference machine, ~0.5 s of each stream's time over the small benchmark tree) and renames its
+ * files; it takes a stream again to retry a file alone.
  *
  * Counting (OperationStatus): a directory, an empty file or a downloaded file adds to
  * filesDownloaded (a file's size also to bytesDownloaded); a failed one adds to
@@ -122,14 +122,18 @@ export async function downloadShortlist(
   // New table directories of small files fill under a staging name (staging.ts).
   const staging = new DirectoryStaging(shortlist, ctx.resumeMinBytes, (dir, err) => fail(dir, err));
   if (staging.size > 0) ctx.logger.debug({ directories: staging.size }, "new directories fill under staging names");
-  const dirs = shortlist
-    .filter((t) => t.entry.fileType === "DIRECTORY")
-    .sort((a, b) => (a.absPath < b.absPath ? -1 : a.absPath > b.absPath ? 1 : 0));
-  const empties = shortlist.filter((t) => t.entry.fileType === "FILE" && t.entry.size === 0).map((t) => staging.targetFor(t));
-  const files = shortlist
-    .filter((t) => t.entry.fileType === "FILE" && t.entry.size > 0)
-    .sort((a, b) => b.entry.size - a.entry.size)
-    .map((t) => staging.targetFor(t));
+  // One pass, in the shortlist's (listing) order: a directory comes before its contents, and
+  // small files stay grouped by directory for their batches. This planning runs while nothing
+  // else can (the source waits for the first request): sorting and filtering the small tree's
+  // shortlist three times took ~35 ms of it.
+  const dirs: SourceTarget[] = [];
+  const empties: SourceTarget[] = [];
+  const files: SourceTarget[] = [];
+  for (const t of shortlist) {
+    if (t.entry.fileType === "DIRECTORY") dirs.push(t);
+    else if (t.entry.size === 0) empties.push(staging.targetFor(t));
+    else files.push(staging.targetFor(t));
+  }
 
   try {
     for (const t of dirs) {

@@ -24,7 +24,7 @@ import type { PreCheck } from "../task-deps.js";
 import { downloadShortlist, syncDirectoryTimes } from "./download.js";
 import type { TransferContext } from "./file-transfer.js";
 import type { OperationStatus } from "./operation-status.js";
-import { applyCleaning, applyThreshold, findMissing, mapSourceEntries, planCleaning, type TempFileInfo } from "./plan.js";
+import { applyCleaning, applyThreshold, findMissing, planCleaning, SourceMapping, type TempFileInfo } from "./plan.js";
 import { runPreCheck } from "./pre-check.js";
 import type { ResumeStore } from "./resume-store.js";
 
@@ -90,13 +90,21 @@ export async function runIteration(ctx: IterationContext, status: OperationStatu
     // The local walk runs while the source lists: neither depends on the other.
     const localListing = listRoots(ctx.instance.roots, ctx.instance.exclusions);
     localListing.catch(() => undefined); // awaited below; unobserved only when the source listing fails
-    const listing = await withRetries(() => ctx.peer.listFiles(ctx.signal), ctx.retry, retrying("source listing")).catch(
-      (err: unknown) => rethrowWith(err, `Cannot list the files of source ${ctx.sourceHost}`),
-    );
-    const totalSize = listing.reduce((sum, e) => sum + (e.fileType === "FILE" ? e.size : 0), 0);
-    move(() => status.toCleaning(totalSize, listing.length));
+    const listing = await withRetries(
+      async () => {
+        // Each batch is mapped as it arrives, while the source walks on.
+        const mapping = new SourceMapping(ctx.instance.roots);
+        for await (const batch of ctx.peer.listFiles(ctx.signal)) mapping.add(batch);
+        return mapping;
+      },
+      ctx.retry,
+      retrying("source listing"),
+    ).catch((err: unknown) => rethrowWith(err, `Cannot list the files of source ${ctx.sourceHost}`));
+    const { totalSize } = listing;
+    move(() => status.toCleaning(totalSize, listing.totalEntries));
+    if (listing.error) throw listing.error;
 
-    const sources = mapSourceEntries(ctx.instance.roots, listing);
+    const sources = listing.targets;
     const local = await localListing;
     const temps: TempFileInfo[] = await Promise.all(
       local.temps.map(async (p) => {

@@ -28,6 +28,7 @@ import { rename, renameSync } from "node:fs";
 import path from "node:path";
 import { promisify } from "node:util";
 import { AgentError } from "../../errors.js";
+import { ParentCache } from "../../fs/parent-dir.js";
 import { tempPathFor } from "../../fs/temp-name.js";
 import { isBatchable } from "./batch-transfer.js";
 import type { TransferContext } from "./file-transfer.js";
@@ -56,6 +57,7 @@ export class DirectoryStaging {
   private readonly directoryOf = new Map<SourceTarget, StagedDirectory>();
   /** Publications started, awaited by `published`. */
   private readonly publishing: Promise<void>[] = [];
+  private readonly parents = new ParentCache();
 
   /**
    * Stages every directory of `shortlist` that qualifies (see the module comment). `onFailure`
@@ -74,8 +76,9 @@ export class DirectoryStaging {
     }
     const files = new Map<string, number>();
     const excluded = new Set<string>();
+    const parents = new ParentCache();
     for (const t of shortlist) {
-      const parent = parentOf(t.absPath);
+      const parent = parents.of(t.absPath);
       if (!created.has(parent)) continue;
       if (t.entry.fileType === "DIRECTORY" || (t.entry.size > 0 && !isBatchable(t, resumeMinBytes))) excluded.add(parent);
       else files.set(parent, (files.get(parent) ?? 0) + 1);
@@ -98,10 +101,11 @@ export class DirectoryStaging {
 
   /** The target to transfer: a file of a staged directory at its staging path, marked `staged`. */
   targetFor(target: SourceTarget): SourceTarget {
-    const slash = target.absPath.lastIndexOf("/");
-    const dir = target.entry.fileType === "FILE" ? this.directories.get(target.absPath.slice(0, slash)) : undefined;
+    if (target.entry.fileType !== "FILE") return target;
+    const parent = this.parents.of(target.absPath);
+    const dir = this.directories.get(parent);
     if (!dir) return target;
-    const staged: SourceTarget = { entry: target.entry, absPath: dir.stagingPath + target.absPath.slice(slash), staged: true };
+    const staged: SourceTarget = { entry: target.entry, absPath: dir.stagingPath + target.absPath.slice(parent.length), staged: true };
     this.directoryOf.set(staged, dir);
     return staged;
   }
@@ -144,9 +148,4 @@ export class DirectoryStaging {
     ctx.knownDirs.delete(dir.stagingPath);
     ctx.knownDirs.add(realPath);
   }
-}
-
-/** The directory of a normalized absolute path (path.dirname re-normalizes: this runs per file). */
-function parentOf(p: string): string {
-  return p.slice(0, p.lastIndexOf("/"));
 }

@@ -7,6 +7,7 @@ import { tempPathFor } from "../../../src/fs/temp-name.js";
 import { BATCH_FILE_MAX_BYTES, downloadBatch, planBatches } from "../../../src/migration/data-copy/batch-transfer.js";
 import { OperationStatus } from "../../../src/migration/data-copy/operation-status.js";
 import { mapSourceEntries, type SourceTarget } from "../../../src/migration/data-copy/plan.js";
+import { collectListing } from "../../../src/migration/peer.js";
 import { makePair, transferContext, type TreeSpec } from "./fakes.js";
 
 const cleanups: (() => Promise<void>)[] = [];
@@ -22,7 +23,7 @@ const SPEC: TreeSpec = Object.fromEntries(
 async function setupPair(spec: TreeSpec = SPEC) {
   const pair = await makePair(spec);
   cleanups.push(pair.cleanup);
-  const targets = [...mapSourceEntries(pair.dest.roots, await pair.peer.listFiles()).values()]
+  const targets = [...mapSourceEntries(pair.dest.roots, await collectListing(pair.peer.listFiles())).values()]
     .filter((t) => t.entry.fileType === "FILE")
     .sort((a, b) => b.entry.size - a.entry.size);
   const controller = new AbortController();
@@ -54,14 +55,15 @@ describe("planBatches", () => {
   it("never batches a file that the resume policy would keep a record for", () => {
     const { singles, batches } = planBatches([fakeTarget(5000), fakeTarget(4000), fakeTarget(10)], 2, 4096);
     expect(singles.map((t) => t.entry.size)).toEqual([5000]);
-    expect(batches.flat().map((t) => t.entry.size)).toEqual([10, 4000]);
+    expect(batches.flat().map((t) => t.entry.size)).toEqual([4000, 10]);
   });
 
-  it("batches small files in path order, so that a batch covers few directories", () => {
+  it("batches small files in the order given (the listing's: by directory), and streams the others largest first", () => {
     const at = (absPath: string, size: number) => ({ entry: { fileUrl: absPath, size, lastModifiedTime: 1, fileType: "FILE" }, absPath }) as unknown as SourceTarget;
-    // Largest first, as the download phase hands them over: the tables interleave.
-    const files = [at("/d/t2/b", 900), at("/d/t1/b", 800), at("/d/t2/a", 700), at("/d/t1/a", 600), at("/d/t1/c", 500), at("/d/t2/c", 400)];
-    const { batches } = planBatches(files, 2, 4 << 20);
+    const big = BATCH_FILE_MAX_BYTES + 1;
+    const files = [at("/d/t1/a", 600), at("/d/t1/b", 800), at("/d/t1/big", big), at("/d/t1/c", 500), at("/d/t2/a", 700), at("/d/t2/b", 900), at("/d/t2/bigger", big + 1), at("/d/t2/c", 400)];
+    const { singles, batches } = planBatches(files, 2, 4 << 20);
+    expect(singles.map((t) => t.absPath)).toEqual(["/d/t2/bigger", "/d/t1/big"]);
     expect(batches.map((b) => b.map((t) => t.absPath))).toEqual([
       ["/d/t1/a", "/d/t1/b", "/d/t1/c"],
       ["/d/t2/a", "/d/t2/b", "/d/t2/c"],

@@ -10,6 +10,7 @@ import { afterEach, expect, it, vi } from "vitest";
 import { BATCH_MAX_FILES } from "../../../src/migration/data-copy/batch-transfer.js";
 import { downloadShortlist } from "../../../src/migration/data-copy/download.js";
 import { mapSourceEntries } from "../../../src/migration/data-copy/plan.js";
+import { collectListing } from "../../../src/migration/peer.js";
 import { downloadingStatus, makePair, migratedTree, transferContext, type FakePeerFaults, type TreeSpec } from "./fakes.js";
 
 /** syncFiles waits for `open()`; `calls` counts the batches that asked for durability. */
@@ -57,7 +58,7 @@ async function startDownload(faults: FakePeerFaults = {}, options: { tableDirExi
   const pair = await makePair(SPEC);
   cleanups.push(pair.cleanup);
   pair.peer.faults = faults;
-  const listing = await pair.peer.listFiles();
+  const listing = await collectListing(pair.peer.listFiles());
   let targets = [...mapSourceEntries(pair.dest.roots, listing).values()];
   if (options.tableDirExists) {
     await mkdir(path.join(pair.dstRoot, "data0/ks/t"), { recursive: true });

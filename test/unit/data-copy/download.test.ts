@@ -2,6 +2,7 @@ import { afterEach, expect, it } from "vitest";
 import { AgentError } from "../../../src/errors.js";
 import { downloadShortlist, LARGE_STREAMS_MAX, LARGE_TAIL_MAX_BYTES } from "../../../src/migration/data-copy/download.js";
 import { mapSourceEntries } from "../../../src/migration/data-copy/plan.js";
+import { collectListing } from "../../../src/migration/peer.js";
 import { downloadingStatus, makePair, migratedTree, transferContext, type FakePeerFaults } from "./fakes.js";
 
 const cleanups: (() => Promise<void>)[] = [];
@@ -23,7 +24,7 @@ async function downloadTree(faults: FakePeerFaults) {
   pair.peer.faults = faults;
   pair.peer.chunkSize = 1 << 20;
   pair.peer.farBytes = LARGE_TAIL_MAX_BYTES;
-  const listing = await pair.peer.listFiles();
+  const listing = await collectListing(pair.peer.listFiles());
   const targets = [...mapSourceEntries(pair.dest.roots, listing).values()];
   // Files of 100 KiB and more stream alone (and resume); the 1 KiB ones go in batches.
   const ctx = transferContext(pair, { resumeMinBytes: 100 * 1024 });

@@ -180,11 +180,13 @@ export class FakeSourcePeer implements SourcePeer {
     return this.status;
   }
 
-  async listFiles(): Promise<FileEntry[]> {
+  /** The real walk, in batches of 4, after the queued listErrors. */
+  async *listFiles(): AsyncGenerator<FileEntry[]> {
     this.listCalls++;
     const err = this.listErrors.shift();
     if (err) throw err;
-    return (await listRoots(this.source.roots, this.source.exclusions)).entries.map(toFileEntry);
+    const entries = (await listRoots(this.source.roots, this.source.exclusions)).entries.map(toFileEntry);
+    for (let i = 0; i < entries.length; i += 4) yield entries.slice(i, i + 4);
   }
 
   /** A data copy never asks for a verification's listing. */

@@ -7,6 +7,7 @@ import { tempPathFor } from "../../../src/fs/temp-name.js";
 import { SyncBudget } from "../../../src/fs/sync-budget.js";
 import { adaptiveTailBytes, ensureDirectory, createEmptyFile, downloadFile } from "../../../src/migration/data-copy/file-transfer.js";
 import { mapSourceEntries, type SourceTarget } from "../../../src/migration/data-copy/plan.js";
+import { collectListing } from "../../../src/migration/peer.js";
 import { downloadingStatus, FAST_RETRY, makePair, pseudoRandom, transferContext } from "./fakes.js";
 
 const cleanups: (() => Promise<void>)[] = [];
@@ -20,7 +21,7 @@ const REL = "ks/t/nb-1-big-Data.db";
 async function setup(options: { resumeMinBytes?: number } = {}) {
   const pair = await makePair({ [`data0/${REL}`]: { size: SIZE, seed: 7 }, "data0/ks/t/nb-1-big-TOC.txt": "" });
   cleanups.push(pair.cleanup);
-  const listing = await pair.peer.listFiles();
+  const listing = await collectListing(pair.peer.listFiles());
   const targets = mapSourceEntries(pair.dest.roots, listing);
   const target = [...targets.values()].find((t) => t.entry.fileUrl.endsWith("Data.db"))!;
   const controller = new AbortController();

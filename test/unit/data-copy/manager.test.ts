@@ -209,11 +209,10 @@ describe("data-copy task end to end (fake peer)", () => {
     const victim = path.join(s.srcRoot, "data1/ks2/t3-ghi/nb-3-big-Data.db");
     const list = s.peer.listFiles.bind(s.peer);
     let first = true;
-    s.peer.listFiles = async (): Promise<FileEntry[]> => {
-      const entries = await list();
+    s.peer.listFiles = async function* (): AsyncGenerator<FileEntry[]> {
+      yield* list();
       if (first) await rm(victim);
       first = false;
-      return entries;
     };
     const view = await runToEnd(s.manager, s.dest);
     expect(states(view)).toEqual(["DOWNLOAD_COMPLETE", "SUCCESS"]);

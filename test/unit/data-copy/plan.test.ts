@@ -11,6 +11,7 @@ import {
   applyThreshold,
   findMissing,
   mapSourceEntries,
+  SourceMapping,
   planCleaning,
   type SourceTarget,
   type TempFileInfo,
@@ -85,6 +86,31 @@ describe("mapSourceEntries", () => {
         { fileUrl: "/api/v1/live-migration/files/data/7/ks/t/x", size: 1, fileType: "FILE", lastModifiedTime: 1 },
       ]),
     ).toThrow(/Cannot map source file .*data\/7.* is unknown/);
+  });
+});
+
+describe("SourceMapping", () => {
+  it("maps a listing batch by batch, in order, with its totals", async () => {
+    const { instance, file } = await setup();
+    const mapping = new SourceMapping(instance.roots);
+    const dir = { fileUrl: "/api/v1/live-migration/files/data/0/ks", size: -1, fileType: "DIRECTORY" as const, lastModifiedTime: 1 };
+    mapping.add([dir, file("ks/a", 10, 1)]);
+    mapping.add([file("ks/b", 32, 2)]);
+    const data0 = instance.config.dataDirs[0]!;
+    expect([...mapping.targets.keys()]).toEqual(["ks", "ks/a", "ks/b"].map((p) => path.join(data0, p)));
+    expect(mapping.targets.get(path.join(data0, "ks/b"))).toEqual({ entry: file("ks/b", 32, 2), absPath: path.join(data0, "ks/b"), staged: false });
+    expect([mapping.totalEntries, mapping.totalSize, mapping.error]).toEqual([3, 42, undefined]);
+  });
+
+  it("keeps the first entry it cannot map as its error, and still counts the rest of the listing", async () => {
+    const { instance, file } = await setup();
+    const mapping = new SourceMapping(instance.roots);
+    const unknown = { fileUrl: "/api/v1/live-migration/files/data/7/ks/x", size: 5, fileType: "FILE" as const, lastModifiedTime: 1 };
+    mapping.add([file("ks/a", 10, 1), unknown, file("ks/b", 32, 2)]);
+    mapping.add([{ fileUrl: "/api/v1/live-migration/files/data/0", size: -1, fileType: "DIRECTORY", lastModifiedTime: 1 }]);
+    expect(mapping.error?.message).toMatch(/^Cannot map source file \/api\/v1\/live-migration\/files\/data\/7\/ks\/x to a local path: .*unknown/);
+    expect(mapping.targets.size).toBe(1);
+    expect([mapping.totalEntries, mapping.totalSize]).toEqual([4, 47]);
   });
 });
 

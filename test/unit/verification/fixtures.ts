@@ -218,12 +218,12 @@ export class FakeSourcePeer implements SourcePeer {
     return { state: "NOT_COMPLETED", endTime: null };
   }
 
-  async listFiles(signal?: AbortSignal): Promise<FileEntry[]> {
+  async *listFiles(signal?: AbortSignal): AsyncGenerator<FileEntry[]> {
     this.listCalls++;
     if (signal?.aborted) throw new AgentError("Cancelled", "aborted");
     const fault = this.listFaults.shift();
     if (fault) throw fault;
-    return (await listRoots(this.instance.roots, this.instance.exclusions)).entries.map(toFileEntry);
+    yield (await listRoots(this.instance.roots, this.instance.exclusions)).entries.map(toFileEntry);
   }
 
   /**
