@@ -105,7 +105,8 @@ export class DirectoryStaging {
     const parent = this.parents.of(target.absPath);
     const dir = this.directories.get(parent);
     if (!dir) return target;
-    const staged: SourceTarget = { entry: target.entry, absPath: dir.stagingPath + target.absPath.slice(parent.length), staged: true };
+    const name = target.absPath.slice(target.absPath.lastIndexOf("/"));
+    const staged: SourceTarget = { entry: target.entry, absPath: dir.stagingPath + name, staged: true };
     this.directoryOf.set(staged, dir);
     return staged;
   }
