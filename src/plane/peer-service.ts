@@ -19,7 +19,7 @@ import {
   type ReadFilesPiece,
   type ReadFilesResponse,
 } from "../../gen/livemigration/v1/peer_pb.js";
-import { createHasher, digestFile, digestOpenFileSync, type Hasher, SYNC_DIGEST_MAX_BYTES } from "../digest/digest.js";
+import { createHasher, digestFile, digestOpenFileSync, type Hasher, SYNC_DIGEST_MAX_BYTES, xxh64Of } from "../digest/digest.js";
 import { AgentError, throwIfAborted } from "../errors.js";
 import { walkRoots } from "../fs/list.js";
 import { mtimeMsOf } from "../fs/mtime.js";
@@ -286,9 +286,8 @@ async function readWholeSync(instance: InstanceContext, request: ReadFileRequest
       }
       const after = fstatSync(fd, { bigint: true });
       if (Number(after.size) !== size || mtimeMsOf(after) !== mtime) throw changedDuringRead(fileUrl);
-      const hasher = createHasher("XXH64");
-      hasher.update(data);
-      const trailer = toReadFileTrailer({ xxh64: hasher.digest(), size, lastModifiedTime: mtime });
+      // One call for bytes held whole: no hasher object per file (~0.3 µs each, 17,700 per small-tree copy).
+      const trailer = toReadFileTrailer({ xxh64: xxh64Of(data), size, lastModifiedTime: mtime });
       return { head: size > 0 ? [toReadFileData(data), trailer] : [trailer] };
     } finally {
       closeSync(fd);
