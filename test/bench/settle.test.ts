@@ -2,16 +2,18 @@ import { mkdir, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { makeTempDir, removeTempDirs } from "../helpers/tree.js";
-import { DELETION_SETTLE_MS, lastLargeDeletion, onExt4WithoutJournal, recordDeletion, settleDeletions } from "./settle.js";
+import { readdir } from "node:fs/promises";
+import { createCostUs, DELETION_SETTLE_MS, lastLargeDeletion, onExt4WithoutJournal, PROBE_FILES, recordDeletion, settleDeletions, SLOW_CREATE_US } from "./settle.js";
 
 afterAll(removeTempDirs);
 
 describe("settleDeletions", () => {
   // Every test keeps its per-filesystem records in a directory of its own, never in the real one.
+  // Creates are reported fast: the real probe would measure the machine's own state.
   const settleFast = async (workDir: string, sharedDir: string) => {
     const lines: string[] = [];
     const started = Date.now();
-    const waited = await settleDeletions(workDir, (l) => lines.push(l), sharedDir);
+    const waited = await settleDeletions(workDir, (l) => lines.push(l), { sharedDir, probe: async () => 0 });
     return { waited, lines, tookMs: Date.now() - started };
   };
 
@@ -74,5 +76,48 @@ describe("settleDeletions", () => {
     } finally {
       await rm(shm, { recursive: true, force: true });
     }
+  });
+
+  it("after a slow probe waits the whole settling time once, without probing again", async () => {
+    const workDir = await makeTempDir("lm-settle-");
+    const sharedDir = await makeTempDir("lm-settle-shared-");
+    const probed: string[] = [];
+    const settle = async (costUs: number) => {
+      const lines: string[] = [];
+      const probe = async (dir: string) => {
+        probed.push(dir);
+        return costUs;
+      };
+      const options = { sharedDir, probe, slowCreateWaitMs: 30, needsSettling: async () => true };
+      const started = Date.now();
+      const waited = await settleDeletions(workDir, (l) => lines.push(l), options);
+      return { waited, lines, tookMs: Date.now() - started };
+    };
+    const slow = await settle(580);
+    expect(probed).toEqual([path.join(workDir, "create-probes")]);
+    expect(slow.waited).toBe(30);
+    expect(slow.tookMs).toBeGreaterThanOrEqual(29);
+    expect(slow.lines).toEqual([
+      "ext4 without a journal: creating a file takes 580 µs (over 150): files were deleted in the last 6 minutes, not by this benchmark; " +
+        "waiting 0 s (test/bench/settle.ts)",
+    ]);
+    expect(await settle(SLOW_CREATE_US)).toMatchObject({ waited: 0, lines: [] });
+    expect(probed).toHaveLength(2);
+
+    // Elsewhere it neither probes nor waits.
+    const none: string[] = [];
+    expect(await settleDeletions(workDir, (l) => none.push(l), { sharedDir, probe: async () => 1000, needsSettling: async () => false })).toBe(0);
+    expect(none).toEqual([]);
+  });
+
+  it("measures the time creating files takes, and leaves them for the caller's cleanup", async () => {
+    const dir = path.join(await makeTempDir("lm-settle-probe-"), "create-probes");
+    const costUs = await createCostUs(dir, PROBE_FILES);
+    expect(Number.isFinite(costUs)).toBe(true);
+    expect(costUs).toBeGreaterThan(0);
+    const [probe, ...others] = await readdir(dir);
+    expect(others).toEqual([]);
+    expect(probe).toMatch(/^create-probe-/);
+    expect((await readdir(path.join(dir, probe!))).length).toBe(PROBE_FILES);
   });
 });

@@ -15,10 +15,18 @@
  * also waits for another profile's cleanup on the same filesystem (a large-profile run started
  * right after a small-profile one measured rsync's first large copy at 8.2 s instead of ~5).
  * Filesystems with a journal never apply the rule, and never wait. Deletions by other processes
- * (the test suite's temporary trees) it cannot see.
+ * (the test suite's temporary trees) it cannot see, but it can see their effect: after the wait
+ * for its own, it creates PROBE_FILES files, and if each took more than SLOW_CREATE_US (20-70 µs on
+ * a settled filesystem here, 630-940 µs in the six minutes after 300,000 deletions), it waits the
+ * whole 6 minutes, not knowing when they happened. Only once: probing until creates were fast
+ * did not work. Each probe's creates took the inodes it had been slowed by, so the probes got
+ * faster before 6 minutes (754, 746, 586, 438, 421, 278, 206, 95 µs, 20 s apart), while creates in
+ * a new directory elsewhere right after were as slow as ever (492-758 µs). And probes that deleted
+ * their files got slower and slower (43, 149, 278, 366, 477, 674 µs). The probe's files are kept
+ * for the run's cleanup.
  */
-import { existsSync } from "node:fs";
-import { readFile, stat, writeFile } from "node:fs/promises";
+import { closeSync, existsSync, openSync } from "node:fs";
+import { mkdir, mkdtemp, readFile, stat, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -33,6 +41,11 @@ export const DELETION_SETTLE_MS = 362_000;
 export const SETTLE_MIN_FILES = 10_000;
 
 const MARKER = "last-deletion.json";
+
+/** Files the create probe makes (and removes): few enough to leave no trace of their own. */
+export const PROBE_FILES = 1000;
+/** Time per create above which the filesystem is still passing over recent deletions. */
+export const SLOW_CREATE_US = 150;
 
 interface Deletion {
   /** Epoch ms. */
@@ -99,18 +112,62 @@ export async function onExt4WithoutJournal(dir: string): Promise<boolean> {
 }
 
 /**
- * Waits until the last large deletion recorded for `workDir` (lastLargeDeletion) is
- * {@link DELETION_SETTLE_MS} old, when the filesystem needs it. Returns the milliseconds waited.
+ * Microseconds that creating an empty file takes, over `files` synchronous creates in a new
+ * directory under `dir`, which is left in place (see the module comment). Wall time: the kernel's
+ * share of a create is all CPU, and this process's CPU times are counted in scheduler ticks (4 ms
+ * here), too coarse for a probe of a few tens of ms.
  */
-export async function settleDeletions(workDir: string, log: (line: string) => void, sharedDir = os.tmpdir()): Promise<number> {
+export async function createCostUs(dir: string, files = PROBE_FILES): Promise<number> {
+  await mkdir(dir, { recursive: true });
+  const probe = await mkdtemp(path.join(dir, "create-probe-"));
+  const started = performance.now();
+  for (let i = 0; i < files; i++) closeSync(openSync(path.join(probe, `f${i}`), "w"));
+  return ((performance.now() - started) * 1000) / files;
+}
+
+export interface SettleOptions {
+  /** Where deletions are recorded per filesystem (recordDeletion); the system's temporary directory by default. */
+  readonly sharedDir?: string;
+  /**
+   * Where the create probes leave their files, on the work directory's filesystem, for the
+   * caller to delete with its own cleanup; `<workDir>/create-probes` by default.
+   */
+  readonly probeDir?: string;
+  /** createCostUs unless set (tests); called with probeDir. */
+  readonly probe?: (dir: string) => Promise<number>;
+  /** DELETION_SETTLE_MS unless set (tests): the wait after a slow probe. */
+  readonly slowCreateWaitMs?: number;
+  /** onExt4WithoutJournal unless set (tests): whether the filesystem of `dir` needs settling. */
+  readonly needsSettling?: (dir: string) => Promise<boolean>;
+}
+
+/**
+ * On ext4 without a journal: waits until the last large deletion recorded for `workDir`
+ * (lastLargeDeletion) is {@link DELETION_SETTLE_MS} old; then, if creating files there is still
+ * slow (someone else deleted many files), that long again. Returns the milliseconds slept.
+ */
+export async function settleDeletions(workDir: string, log: (line: string) => void, options: SettleOptions = {}): Promise<number> {
+  const { sharedDir = os.tmpdir(), probe = createCostUs, slowCreateWaitMs = DELETION_SETTLE_MS } = options;
+  if (!(await (options.needsSettling ?? onExt4WithoutJournal)(workDir))) return 0;
+  let waited = 0;
   const last = await lastLargeDeletion(workDir, sharedDir);
-  if (last === undefined) return 0;
-  const waitMs = last.at + DELETION_SETTLE_MS - Date.now();
-  if (!(waitMs > 0) || !(await onExt4WithoutJournal(workDir))) return 0;
-  log(
-    `ext4 without a journal: waiting ${(waitMs / 1000).toFixed(0)} s, until the ~${last.files} files deleted ${((Date.now() - last.at) / 1000).toFixed(0)} s ago ` +
-      "no longer slow down creating files (test/bench/settle.ts)",
-  );
-  await sleep(waitMs);
-  return waitMs;
+  const waitMs = last === undefined ? 0 : last.at + DELETION_SETTLE_MS - Date.now();
+  if (last !== undefined && waitMs > 0) {
+    log(
+      `ext4 without a journal: waiting ${(waitMs / 1000).toFixed(0)} s, until the ~${last.files} files deleted ${((Date.now() - last.at) / 1000).toFixed(0)} s ago ` +
+        "no longer slow down creating files (test/bench/settle.ts)",
+    );
+    await sleep(waitMs);
+    waited += waitMs;
+  }
+  const costUs = await probe(options.probeDir ?? path.join(workDir, "create-probes"));
+  if (costUs > SLOW_CREATE_US) {
+    log(
+      `ext4 without a journal: creating a file takes ${costUs.toFixed(0)} µs (over ${SLOW_CREATE_US}): files were deleted in the last 6 minutes, ` +
+        `not by this benchmark; waiting ${(slowCreateWaitMs / 1000).toFixed(0)} s (test/bench/settle.ts)`,
+    );
+    await sleep(slowCreateWaitMs);
+    waited += slowCreateWaitMs;
+  }
+  return waited;
 }
