@@ -93,6 +93,30 @@ class DelayedPipe {
       from += length;
     }
     this.held += bytes.byteLength;
+    return this.queued();
+  }
+
+  /**
+   * Where the next read may put its bytes: the ring's free space from `head` on, at most
+   * READ_BYTES and never across the ring's end (the read after wraps to its start). Never empty:
+   * reading pauses while more than maxQueueBytes are held, and the ring has READ_BYTES +
+   * DATA_EVENT_MAX_BYTES more than that.
+   */
+  readRegion(): Buffer {
+    const tail = (this.head - this.held + this.ring.length) % this.ring.length;
+    const end = this.held > 0 && tail > this.head ? tail : this.ring.length;
+    return this.ring.subarray(this.head, Math.min(end, this.head + READ_BYTES));
+  }
+
+  /** `length` bytes were read into the region readRegion gave: they go out later, uncopied. False when reading should pause. */
+  pushRead(length: number): boolean {
+    this.queue.push({ start: this.head, length, dueMs: performance.now() + this.delayMs });
+    this.head = (this.head + length) % this.ring.length;
+    this.held += length;
+    return this.queued();
+  }
+
+  private queued(): boolean {
     this.arm();
     if (this.held > this.maxQueueBytes || this.waitingDrain) this.paused = true;
     return !this.paused;
@@ -161,17 +185,23 @@ export async function startDelayProxy(options: DelayProxyOptions): Promise<Delay
   };
 
   const server = net.createServer({ allowHalfOpen: true, noDelay: true }, (client) => {
-    // Target → client: read into one reused buffer (onread); returning false pauses the socket.
-    let toClient: DelayedPipe | undefined;
+    // Target → client: each read lands straight in the ring (onread asks for a buffer before
+    // every read, after the callback of the one before); returning false pauses the socket.
+    const upstreamReading = {
+      socket: undefined as net.Socket | undefined,
+      pause: () => upstreamReading.socket?.pause(),
+      resume: () => upstreamReading.socket?.resume(),
+    };
+    const toClient = new DelayedPipe(client, oneWayDelayMs, maxQueueBytes, upstreamReading);
     const upstream = net.connect({
       host: targetHost,
       port: targetPort,
       allowHalfOpen: true,
       noDelay: true,
-      onread: { buffer: Buffer.allocUnsafeSlow(READ_BYTES), callback: (bytes, buffer) => toClient!.push(buffer.subarray(0, bytes)) },
+      onread: { buffer: () => toClient.readRegion(), callback: (bytes) => toClient.pushRead(bytes) },
     });
-    toClient = new DelayedPipe(client, oneWayDelayMs, maxQueueBytes, upstream);
-    upstream.on("end", () => toClient!.end());
+    upstreamReading.socket = upstream;
+    upstream.on("end", () => toClient.end());
     // Client → target: 'data' events.
     const toTarget = new DelayedPipe(upstream, oneWayDelayMs, maxQueueBytes, client);
     client.on("data", (chunk: Buffer) => {
