@@ -34,6 +34,30 @@ import {
  * a stream whose reader is paused holds up to this much here (see LARGE_STREAMS_MAX).
  */
 export const CLIENT_FLOW_CONTROL_WINDOW_BYTES = 16 * 1024 * 1024;
+const MiB = 1024 * 1024;
+/** The largest window bulkWindowBytes gives a slow link. */
+export const BULK_WINDOW_MAX_BYTES = 32 * 1024 * 1024;
+/** Window per ms of round trip: two round trips' worth at ~1.6 GB/s, faster than a destination writes. */
+const BULK_WINDOW_BYTES_PER_RTT_MS = 3.2 * 1024 * 1024;
+/** Round trips measured by bulkWindowBytes's probe at most (the least counts). */
+const RTT_PROBES = 2;
+
+/**
+ * The receive window for file data over a link of `rttMs` round trip: CLIENT_FLOW_CONTROL_WINDOW_BYTES
+ * up to 5 ms, then growing with the round trip up to BULK_WINDOW_MAX_BYTES at 10 ms.
+ *
+ * A large file streams alone, its stream paused with its window buffered here while this side
+ * writes; each time the writer takes a message the source may send that much more, which arrives
+ * a round trip later. With 16 MiB the stream ran dry behind the benchmark's 10 ms delay proxy:
+ * copies of the large tree, fresh agents, interleaved: 16 MiB 7.20-7.68 s, 24 MiB 6.53-7.23 s,
+ * 32 MiB 6.56-6.95 s. On loopback the window only holds data the writer has not taken yet, and
+ * 32 MiB raised the destination's peak RSS from 165-175 MB to 192-202 MB for the same time,
+ * hence a window by the link rather than one for all.
+ */
+export function bulkWindowBytes(rttMs: number): number {
+  const wanted = Math.ceil((rttMs * BULK_WINDOW_BYTES_PER_RTT_MS) / MiB) * MiB;
+  return Math.min(BULK_WINDOW_MAX_BYTES, Math.max(CLIENT_FLOW_CONTROL_WINDOW_BYTES, wanted));
+}
 /** Deadline of unary calls (GetMigrationStatus), in ms. Streams have none: keepalive detects dead peers. */
 export const UNARY_DEADLINE_MS = 30_000;
 
@@ -45,7 +69,10 @@ export interface SourcePeerOptions {
   /** :authority sent on every call; default `host` (bracketed if IPv6). The source picks its instance by it. */
   readonly authority?: string;
   readonly logger?: Logger;
-  /** gRPC connections to open (default 1). More than one spreads readFile calls round-robin over separate HTTP/2 connections. */
+  /**
+   * Connections for file data (readFile, readFiles; default 1), round-robin. One is the control
+   * connection itself unless the link's round trip asks for a bigger window (bulkWindowBytes).
+   */
   readonly connections?: number;
 }
 
@@ -87,22 +114,67 @@ export function connectSourcePeer(options: SourcePeerOptions): SourcePeer {
   const connections = Math.max(1, Math.floor(options.connections ?? 1));
   const host = options.host.includes(":") && !options.host.startsWith("[") ? `[${options.host}]` : options.host;
   const target = `${host}:${options.port}`;
-  const channelOptions: grpc.ChannelOptions = {
-    "grpc-node.flow_control_window": CLIENT_FLOW_CONTROL_WINDOW_BYTES,
+  const channelOptions = (windowBytes: number, ownConnection: boolean): grpc.ChannelOptions => ({
+    "grpc-node.flow_control_window": windowBytes,
     "grpc.max_receive_message_length": PLANE_MAX_MESSAGE_BYTES,
     "grpc.max_send_message_length": PLANE_MAX_MESSAGE_BYTES,
     "grpc.keepalive_time_ms": 30_000,
     "grpc.keepalive_timeout_ms": 10_000,
     "grpc.keepalive_permit_without_calls": 1,
     "grpc.default_authority": options.authority ?? host,
-    ...(connections > 1 ? { "grpc.use_local_subchannel_pool": 1 } : {}),
-  };
-  const clients = Array.from(
-    { length: connections },
-    () => new grpc.Client(target, grpc.credentials.createInsecure(), channelOptions),
-  );
-  const main = clients[0]!;
+    // Channels with equal options share one connection unless told otherwise.
+    ...(ownConnection ? { "grpc.use_local_subchannel_pool": 1 } : {}),
+  });
+  const newClient = (windowBytes: number, ownConnection: boolean) =>
+    new grpc.Client(target, grpc.credentials.createInsecure(), channelOptions(windowBytes, ownConnection));
+  /** Status, listings and digests. */
+  const main = newClient(CLIENT_FLOW_CONTROL_WINDOW_BYTES, false);
+  const clients = [main];
+  let closed = false;
+  let bulk: Promise<grpc.Client[]> | undefined;
   let nextClient = 0;
+
+  /**
+   * The connections for file data, opened at the first transfer: the control connection's round
+   * trip (a GetMigrationStatus call once the connection is up, the least of RTT_PROBES) sizes their
+   * window (bulkWindowBytes). On a fast link with one connection that is the control connection.
+   */
+  const bulkClients = (): Promise<grpc.Client[]> => {
+    if (bulk) return bulk;
+    bulk = (async () => {
+      let rttMs = Number.POSITIVE_INFINITY;
+      for (let i = 0; i < RTT_PROBES && bulkWindowBytes(rttMs) > CLIENT_FLOW_CONTROL_WINDOW_BYTES; i++) {
+        const started = performance.now();
+        await unary(METHODS.getMigrationStatus, create(GetMigrationStatusRequestSchema), undefined);
+        rttMs = Math.min(rttMs, performance.now() - started);
+      }
+      const windowBytes = bulkWindowBytes(rttMs);
+      if (closed) throw new AgentError("Cancelled", "the source peer was closed");
+      if (windowBytes === CLIENT_FLOW_CONTROL_WINDOW_BYTES && connections === 1) return [main];
+      logger.info({ rttMs: +rttMs.toFixed(1), windowBytes, connections }, "file data gets its own connection, its window sized by the link's round trip");
+      const opened = Array.from({ length: connections }, () => newClient(windowBytes, true));
+      clients.push(...opened);
+      return opened;
+    })();
+    // A probe that failed (source down, peer closed) is tried again by the next transfer.
+    bulk.catch(() => (bulk = undefined));
+    return bulk;
+  };
+  /** The next connection for file data; rejects as soon as `signal` aborts, whatever the probe does. */
+  const nextBulkClient = async (signal: AbortSignal | undefined): Promise<grpc.Client> => {
+    checkSignal(signal);
+    let onAbort: (() => void) | undefined;
+    const aborted = new Promise<never>((_, reject) => {
+      onAbort = () => reject(callError(undefined, signal));
+      signal?.addEventListener("abort", onAbort, { once: true });
+    });
+    try {
+      const pool = await Promise.race([bulkClients(), aborted]);
+      return pool[nextClient++ % pool.length]!;
+    } finally {
+      signal?.removeEventListener("abort", onAbort!);
+    }
+  };
 
   async function* serverStream<Req, Res>(
     client: grpc.Client,
@@ -173,7 +245,7 @@ export function connectSourcePeer(options: SourcePeerOptions): SourcePeer {
     },
 
     async *readFile(request: ReadFileRequest, signal?: AbortSignal): AsyncGenerator<ReadFileMessage> {
-      const client = clients[nextClient++ % clients.length]!;
+      const client = await nextBulkClient(signal);
       let trailerSeen = false;
       for await (const message of serverStream(client, METHODS.readFile, toReadFileRequest(request), signal)) {
         if (trailerSeen) throw new AgentError("DataLoss", `ReadFile of ${request.fileUrl} sent data after its trailer`);
@@ -185,7 +257,7 @@ export function connectSourcePeer(options: SourcePeerOptions): SourcePeer {
     },
 
     async *readFiles(requests: readonly ReadFileRequest[], signal?: AbortSignal): AsyncGenerator<BatchReadMessage[]> {
-      const client = clients[nextClient++ % clients.length]!;
+      const client = await nextBulkClient(signal);
       const request = create(ReadFilesRequestSchema, { files: requests.map(toReadFileRequest) });
       for await (const pieces of serverStream(client, METHODS.readFiles, request, signal)) {
         const group: BatchReadMessage[] = [];
@@ -214,6 +286,7 @@ export function connectSourcePeer(options: SourcePeerOptions): SourcePeer {
     },
 
     close(): void {
+      closed = true;
       for (const client of clients) client.close();
     },
   };

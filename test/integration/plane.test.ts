@@ -36,14 +36,15 @@ import { createHasher } from "../../src/digest/digest.js";
 import { hashPoolThreads, INLINE_HASH_MAX_BYTES } from "../../src/digest/hash-pool.js";
 import { AgentError } from "../../src/errors.js";
 import { InstanceRegistry } from "../../src/instance/registry.js";
-import { silentLogger } from "../../src/log.js";
+import { createRootLogger, silentLogger } from "../../src/log.js";
 import { type BatchReadMessage, collectListing, type ReadFileMessage, type ReadFileTrailer, type SourcePeer } from "../../src/migration/peer.js";
 import { BUSY_MESSAGE, RequestLimiter } from "../../src/migration/request-limiter.js";
 import type { DigestAlgorithmName, FileEntry } from "../../src/migration/types.js";
-import { connectSourcePeer } from "../../src/plane/client.js";
+import { BULK_WINDOW_MAX_BYTES, connectSourcePeer } from "../../src/plane/client.js";
 import { methodDefinition } from "../../src/plane/definition.js";
 import { PACK_BYTES } from "../../src/plane/peer-service.js";
 import { createPlaneServer, type PlaneServer, SERVER_CONNECTION_WINDOW_BYTES } from "../../src/plane/server.js";
+import { startDelayProxy } from "../bench/delay-proxy.js";
 
 const SOURCE = "127.0.0.1";
 const DESTINATION = "127.0.0.2";
@@ -441,6 +442,30 @@ describe("PeerService.ReadFile", () => {
       break;
     }
     await waitFor(() => limiter.active === 0, 1_000);
+  });
+
+  it("gives file data its own connection with a window sized by the round trip behind a 10 ms link", async () => {
+    const lines: Record<string, unknown>[] = [];
+    const sink = { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) };
+    const logger = createRootLogger({ level: "debug", destination: sink });
+    const sized = () => lines.filter((l) => l["msg"] === "file data gets its own connection, its window sized by the link's round trip");
+    const file = listing.find((e) => e.fileUrl === bigUrl)!;
+    const expected = await readFile(localPath(bigUrl));
+    const request = { fileUrl: bigUrl, offset: 0, expectedSize: file.size, expectedLastModifiedTime: file.lastModifiedTime };
+
+    const proxy = await startDelayProxy({ listenHost: SOURCE, targetHost: SOURCE, targetPort: port, oneWayDelayMs: 5 });
+    const far = connectSourcePeer({ host: SOURCE, port: proxy.port, logger });
+    try {
+      const [first, second] = await Promise.all([collect(far.readFile(request)), collect(far.readFile(request))]);
+      expect(first.data.equals(expected) && second.data.equals(expected)).toBe(true);
+      // One probe for both transfers.
+      expect(sized()).toHaveLength(1);
+      expect(sized()[0]).toMatchObject({ windowBytes: BULK_WINDOW_MAX_BYTES, connections: 1 });
+      expect(sized()[0]!["rttMs"]).toBeGreaterThanOrEqual(10);
+    } finally {
+      far.close();
+      await proxy.close();
+    }
   });
 
   it("spreads reads over several connections", async () => {
