@@ -94,7 +94,7 @@ export class Agent {
       const sourceHost = instance.sourceHost;
       const deps: TaskDeps = {
         instance,
-        connectSource: () => connectSourcePeer({ host: sourceHost, port: boundPeer, logger: this.logger }),
+        connectSource: (logger) => connectSourcePeer({ host: sourceHost, port: boundPeer, logger: logger ?? this.logger }),
         logger: this.logger.child({ instance: instance.config.host }),
         retry: this.config.sidecarClient,
         gatewayPort: boundGateway,

@@ -7,8 +7,8 @@ import type { SourcePeer } from "./peer.js";
 export interface TaskDeps {
   /** The destination instance (role "destination", sourceHost set). */
   readonly instance: InstanceContext;
-  /** Opens a plane client to `<instance.sourceHost>:<peer_port>`; the caller closes it. */
-  readonly connectSource: () => SourcePeer;
+  /** Opens a plane client to `<instance.sourceHost>:<peer_port>`, logging to the task's `logger`; the caller closes it. */
+  readonly connectSource: (logger?: Logger) => SourcePeer;
   readonly logger: Logger;
   /** Backoff policy for transient faults (sidecar_client). */
   readonly retry: SidecarClientConfig;

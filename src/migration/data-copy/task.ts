@@ -37,7 +37,7 @@ export interface DataCopyTaskOptions {
   readonly instance: InstanceContext;
   readonly sourceHost: string;
   readonly gatewayPort: number;
-  readonly connectSource: () => SourcePeer;
+  readonly connectSource: (logger?: Logger) => SourcePeer;
   readonly retry: SidecarClientConfig;
   /** The task's logger (taskLogger). */
   readonly logger: Logger;
@@ -143,7 +143,7 @@ export class DataCopyTask implements DataCopyTaskHandle {
     const signal = this.controller.signal;
     let peer: SourcePeer | undefined;
     try {
-      peer = this.options.connectSource();
+      peer = this.options.connectSource(logger);
       let consecutiveFailures = 0;
       for (let k = 0; k <= request.maxIterations && !signal.aborted; k++) {
         const status = new OperationStatus(k, this.clock);

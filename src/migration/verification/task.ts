@@ -229,7 +229,7 @@ export class VerificationTask implements VerificationTaskHandle {
     const signal = this.work.signal;
     let peer: SourcePeer | undefined;
     try {
-      peer = this.options.deps.connectSource();
+      peer = this.options.deps.connectSource(this.log);
       const listed = await this.listAndCompare(peer, signal);
       if (!this.running || listed === undefined) return;
       const { comparison } = listed;
