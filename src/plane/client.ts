@@ -43,7 +43,7 @@ const BULK_WINDOW_BYTES_PER_RTT_MS = 3.2 * 1024 * 1024;
 const RTT_PROBES = 2;
 
 /**
- * The receive window for file data over a link of `rttMs` round trip: CLIENT_FLOW_CONTROL_WINDOW_BYTES
+ * The receive window for large files over a link of `rttMs` round trip: CLIENT_FLOW_CONTROL_WINDOW_BYTES
  * up to 5 ms, then growing with the round trip up to BULK_WINDOW_MAX_BYTES at 10 ms.
  *
  * A large file streams alone, its stream paused with its window buffered here while this side
@@ -70,7 +70,7 @@ export interface SourcePeerOptions {
   readonly authority?: string;
   readonly logger?: Logger;
   /**
-   * Connections for file data (readFile, readFiles; default 1), round-robin. One is the control
+   * Connections for large files (readFile; default 1), round-robin. One is the control
    * connection itself unless the link's round trip asks for a bigger window (bulkWindowBytes).
    */
   readonly connections?: number;
@@ -127,7 +127,10 @@ export function connectSourcePeer(options: SourcePeerOptions): SourcePeer {
   });
   const newClient = (windowBytes: number, ownConnection: boolean) =>
     new grpc.Client(target, grpc.credentials.createInsecure(), channelOptions(windowBytes, ownConnection));
-  /** Status, listings and digests. */
+  /**
+   * Status, listings, digests and batches of small files: a batch's files are written as they
+   * come, so its stream seldom fills a window, and it should not wait for a probe.
+   */
   const main = newClient(CLIENT_FLOW_CONTROL_WINDOW_BYTES, false);
   const clients = [main];
   let closed = false;
@@ -135,7 +138,7 @@ export function connectSourcePeer(options: SourcePeerOptions): SourcePeer {
   let nextClient = 0;
 
   /**
-   * The connections for file data, opened at the first transfer: the control connection's round
+   * The connections for large files, opened at the first readFile: the control connection's round
    * trip (a GetMigrationStatus call once the connection is up, the least of RTT_PROBES) sizes their
    * window (bulkWindowBytes). On a fast link with one connection that is the control connection.
    */
@@ -151,16 +154,16 @@ export function connectSourcePeer(options: SourcePeerOptions): SourcePeer {
       const windowBytes = bulkWindowBytes(rttMs);
       if (closed) throw new AgentError("Cancelled", "the source peer was closed");
       if (windowBytes === CLIENT_FLOW_CONTROL_WINDOW_BYTES && connections === 1) return [main];
-      logger.info({ rttMs: +rttMs.toFixed(1), windowBytes, connections }, "file data gets its own connection, its window sized by the link's round trip");
+      logger.info({ rttMs: +rttMs.toFixed(1), windowBytes, connections }, "large files get their own connection, its window sized by the link's round trip");
       const opened = Array.from({ length: connections }, () => newClient(windowBytes, true));
       clients.push(...opened);
       return opened;
     })();
-    // A probe that failed (source down, peer closed) is tried again by the next transfer.
+    // A probe that failed (source down, peer closed) is tried again by the next readFile.
     bulk.catch(() => (bulk = undefined));
     return bulk;
   };
-  /** The next connection for file data; rejects as soon as `signal` aborts, whatever the probe does. */
+  /** The next connection for a large file; rejects as soon as `signal` aborts, whatever the probe does. */
   const nextBulkClient = async (signal: AbortSignal | undefined): Promise<grpc.Client> => {
     checkSignal(signal);
     let onAbort: (() => void) | undefined;
@@ -257,9 +260,8 @@ export function connectSourcePeer(options: SourcePeerOptions): SourcePeer {
     },
 
     async *readFiles(requests: readonly ReadFileRequest[], signal?: AbortSignal): AsyncGenerator<BatchReadMessage[]> {
-      const client = await nextBulkClient(signal);
       const request = create(ReadFilesRequestSchema, { files: requests.map(toReadFileRequest) });
-      for await (const pieces of serverStream(client, METHODS.readFiles, request, signal)) {
+      for await (const pieces of serverStream(main, METHODS.readFiles, request, signal)) {
         const group: BatchReadMessage[] = [];
         for (const piece of pieces) {
           if (piece.index < 0 || piece.index >= requests.length) {

@@ -444,11 +444,11 @@ describe("PeerService.ReadFile", () => {
     await waitFor(() => limiter.active === 0, 1_000);
   });
 
-  it("gives file data its own connection with a window sized by the round trip behind a 10 ms link", async () => {
+  it("gives large files their own connection with a window sized by the round trip behind a 10 ms link", async () => {
     const lines: Record<string, unknown>[] = [];
     const sink = { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) };
     const logger = createRootLogger({ level: "debug", destination: sink });
-    const sized = () => lines.filter((l) => l["msg"] === "file data gets its own connection, its window sized by the link's round trip");
+    const sized = () => lines.filter((l) => l["msg"] === "large files get their own connection, its window sized by the link's round trip");
     const file = listing.find((e) => e.fileUrl === bigUrl)!;
     const expected = await readFile(localPath(bigUrl));
     const request = { fileUrl: bigUrl, offset: 0, expectedSize: file.size, expectedLastModifiedTime: file.lastModifiedTime };
@@ -456,6 +456,14 @@ describe("PeerService.ReadFile", () => {
     const proxy = await startDelayProxy({ listenHost: SOURCE, targetHost: SOURCE, targetPort: port, oneWayDelayMs: 5 });
     const far = connectSourcePeer({ host: SOURCE, port: proxy.port, logger });
     try {
+      // Batches of small files stay on the control connection: no probe for them.
+      const small = listing.filter((e) => e.fileType === "FILE" && e.size < MiB).slice(0, 5);
+      let pieces = 0;
+      for await (const group of far.readFiles(small.map((e) => ({ fileUrl: e.fileUrl, offset: 0, expectedSize: e.size, expectedLastModifiedTime: e.lastModifiedTime })))) {
+        pieces += group.filter((m) => "trailer" in m).length;
+      }
+      expect(pieces).toBe(small.length);
+      expect(sized()).toEqual([]);
       const [first, second] = await Promise.all([collect(far.readFile(request)), collect(far.readFile(request))]);
       expect(first.data.equals(expected) && second.data.equals(expected)).toBe(true);
       // One probe for both transfers.
