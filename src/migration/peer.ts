@@ -42,6 +42,13 @@ export interface SourcePeer {
   /** The source instance's completion record. */
   migrationStatus(signal?: AbortSignal): Promise<MigrationStatus>;
   /**
+   * Times round trips to the source, to be called while this side does nothing else (a busy
+   * event loop reads late and would make any link look slow); large files then go over a
+   * connection whose window suits the link (plane/client.ts). Until it has, and if it fails,
+   * they share the control connection. Resolves with the round trip in ms.
+   */
+  measureLink(signal?: AbortSignal): Promise<number>;
+  /**
    * The source instance's full listing, batch by batch as the source walks, so that the caller
    * works on each batch while the source still walks (collectListing gathers them).
    */

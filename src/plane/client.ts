@@ -39,7 +39,7 @@ const MiB = 1024 * 1024;
 export const BULK_WINDOW_MAX_BYTES = 32 * 1024 * 1024;
 /** Window per ms of round trip: two round trips' worth at ~1.6 GB/s, faster than a destination writes. */
 const BULK_WINDOW_BYTES_PER_RTT_MS = 3.2 * 1024 * 1024;
-/** Round trips measured by bulkWindowBytes's probe at most (the least counts). */
+/** Round trips timed by measureLink at most (the least counts). */
 const RTT_PROBES = 2;
 
 /**
@@ -52,7 +52,9 @@ const RTT_PROBES = 2;
  * copies of the large tree, fresh agents, interleaved: 16 MiB 7.20-7.68 s, 24 MiB 6.53-7.23 s,
  * 32 MiB 6.56-6.95 s. On loopback the window only holds data the writer has not taken yet, and
  * 32 MiB raised the destination's peak RSS from 165-175 MB to 192-202 MB for the same time,
- * hence a window by the link rather than one for all.
+ * hence a window by the link rather than one for all. The round trip is measured at the start of
+ * a task (measureLink): timed at a large file's first request, mid-copy, two loopback calls took
+ * 55 ms (an event loop busy with the batches reads their answers late), and loopback got 32 MiB.
  */
 export function bulkWindowBytes(rttMs: number): number {
   const wanted = Math.ceil((rttMs * BULK_WINDOW_BYTES_PER_RTT_MS) / MiB) * MiB;
@@ -69,11 +71,6 @@ export interface SourcePeerOptions {
   /** :authority sent on every call; default `host` (bracketed if IPv6). The source picks its instance by it. */
   readonly authority?: string;
   readonly logger?: Logger;
-  /**
-   * Connections for large files (readFile; default 1), round-robin. One is the control
-   * connection itself unless the link's round trip asks for a bigger window (bulkWindowBytes).
-   */
-  readonly connections?: number;
 }
 
 /** What a call needs of a method definition: its path and the two codecs the client uses. */
@@ -111,10 +108,9 @@ function checkSignal(signal: AbortSignal | undefined): void {
  */
 export function connectSourcePeer(options: SourcePeerOptions): SourcePeer {
   const logger = (options.logger ?? silentLogger).child({ peer: `${options.host}:${options.port}` });
-  const connections = Math.max(1, Math.floor(options.connections ?? 1));
   const host = options.host.includes(":") && !options.host.startsWith("[") ? `[${options.host}]` : options.host;
   const target = `${host}:${options.port}`;
-  const channelOptions = (windowBytes: number, ownConnection: boolean): grpc.ChannelOptions => ({
+  const channelOptions = (windowBytes: number): grpc.ChannelOptions => ({
     "grpc-node.flow_control_window": windowBytes,
     "grpc.max_receive_message_length": PLANE_MAX_MESSAGE_BYTES,
     "grpc.max_send_message_length": PLANE_MAX_MESSAGE_BYTES,
@@ -122,62 +118,14 @@ export function connectSourcePeer(options: SourcePeerOptions): SourcePeer {
     "grpc.keepalive_timeout_ms": 10_000,
     "grpc.keepalive_permit_without_calls": 1,
     "grpc.default_authority": options.authority ?? host,
-    // Channels with equal options share one connection unless told otherwise.
-    ...(ownConnection ? { "grpc.use_local_subchannel_pool": 1 } : {}),
   });
-  const newClient = (windowBytes: number, ownConnection: boolean) =>
-    new grpc.Client(target, grpc.credentials.createInsecure(), channelOptions(windowBytes, ownConnection));
-  /**
-   * Status, listings, digests and batches of small files: a batch's files are written as they
-   * come, so its stream seldom fills a window, and it should not wait for a probe.
-   */
-  const main = newClient(CLIENT_FLOW_CONTROL_WINDOW_BYTES, false);
-  const clients = [main];
+  const newClient = (windowBytes: number, extra: grpc.ChannelOptions = {}) =>
+    new grpc.Client(target, grpc.credentials.createInsecure(), { ...channelOptions(windowBytes), ...extra });
+  /** Everything but large files: status, listings, digests, and batches of small files, whose streams seldom fill a window (they are written as they come). */
+  const main = newClient(CLIENT_FLOW_CONTROL_WINDOW_BYTES);
+  /** Large files: `main` unless measureLink found the link slow enough for a bigger window. */
+  let large = main;
   let closed = false;
-  let bulk: Promise<grpc.Client[]> | undefined;
-  let nextClient = 0;
-
-  /**
-   * The connections for large files, opened at the first readFile: the control connection's round
-   * trip (a GetMigrationStatus call once the connection is up, the least of RTT_PROBES) sizes their
-   * window (bulkWindowBytes). On a fast link with one connection that is the control connection.
-   */
-  const bulkClients = (): Promise<grpc.Client[]> => {
-    if (bulk) return bulk;
-    bulk = (async () => {
-      let rttMs = Number.POSITIVE_INFINITY;
-      for (let i = 0; i < RTT_PROBES && bulkWindowBytes(rttMs) > CLIENT_FLOW_CONTROL_WINDOW_BYTES; i++) {
-        const started = performance.now();
-        await unary(METHODS.getMigrationStatus, create(GetMigrationStatusRequestSchema), undefined);
-        rttMs = Math.min(rttMs, performance.now() - started);
-      }
-      const windowBytes = bulkWindowBytes(rttMs);
-      if (closed) throw new AgentError("Cancelled", "the source peer was closed");
-      if (windowBytes === CLIENT_FLOW_CONTROL_WINDOW_BYTES && connections === 1) return [main];
-      logger.info({ rttMs: +rttMs.toFixed(1), windowBytes, connections }, "large files get their own connection, its window sized by the link's round trip");
-      const opened = Array.from({ length: connections }, () => newClient(windowBytes, true));
-      clients.push(...opened);
-      return opened;
-    })();
-    // A probe that failed (source down, peer closed) is tried again by the next readFile.
-    bulk.catch(() => (bulk = undefined));
-    return bulk;
-  };
-  /** The next connection for a large file; rejects as soon as `signal` aborts, whatever the probe does. */
-  const nextBulkClient = async (signal: AbortSignal | undefined): Promise<grpc.Client> => {
-    checkSignal(signal);
-    let onAbort: (() => void) | undefined;
-    const aborted = new Promise<never>((_, reject) => {
-      onAbort = () => reject(callError(undefined, signal));
-      signal?.addEventListener("abort", onAbort, { once: true });
-    });
-    try {
-      const pool = await Promise.race([bulkClients(), aborted]);
-      return pool[nextClient++ % pool.length]!;
-    } finally {
-      signal?.removeEventListener("abort", onAbort!);
-    }
-  };
 
   async function* serverStream<Req, Res>(
     client: grpc.Client,
@@ -247,10 +195,28 @@ export function connectSourcePeer(options: SourcePeerOptions): SourcePeer {
       return serverStream(main, METHODS.listFiles, create(PeerServiceListFilesRequestSchema), signal);
     },
 
+    async measureLink(signal?: AbortSignal): Promise<number> {
+      // The first call opens the connection and runs cold code: not a round trip.
+      const status = () => unary(METHODS.getMigrationStatus, create(GetMigrationStatusRequestSchema), signal);
+      await status();
+      let rttMs = Number.POSITIVE_INFINITY;
+      for (let i = 0; i < RTT_PROBES && bulkWindowBytes(rttMs) > CLIENT_FLOW_CONTROL_WINDOW_BYTES; i++) {
+        const started = performance.now();
+        await status();
+        rttMs = Math.min(rttMs, performance.now() - started);
+      }
+      const windowBytes = bulkWindowBytes(rttMs);
+      logger.debug({ rttMs: +rttMs.toFixed(1), windowBytes }, "round trip to the source measured");
+      if (windowBytes > CLIENT_FLOW_CONTROL_WINDOW_BYTES && large === main && !closed) {
+        large = newClient(windowBytes, { "grpc.use_local_subchannel_pool": 1 });
+        logger.info({ rttMs: +rttMs.toFixed(1), windowBytes }, "large files get their own connection, its window sized by the link's round trip");
+      }
+      return rttMs;
+    },
+
     async *readFile(request: ReadFileRequest, signal?: AbortSignal): AsyncGenerator<ReadFileMessage> {
-      const client = await nextBulkClient(signal);
       let trailerSeen = false;
-      for await (const message of serverStream(client, METHODS.readFile, toReadFileRequest(request), signal)) {
+      for await (const message of serverStream(large, METHODS.readFile, toReadFileRequest(request), signal)) {
         if (trailerSeen) throw new AgentError("DataLoss", `ReadFile of ${request.fileUrl} sent data after its trailer`);
         const converted = fromReadFileResponse(message);
         if ("trailer" in converted) trailerSeen = true;
@@ -289,7 +255,8 @@ export function connectSourcePeer(options: SourcePeerOptions): SourcePeer {
 
     close(): void {
       closed = true;
-      for (const client of clients) client.close();
+      main.close();
+      if (large !== main) large.close();
     },
   };
 }

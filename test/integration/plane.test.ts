@@ -45,6 +45,7 @@ import { methodDefinition } from "../../src/plane/definition.js";
 import { PACK_BYTES } from "../../src/plane/peer-service.js";
 import { createPlaneServer, type PlaneServer, SERVER_CONNECTION_WINDOW_BYTES } from "../../src/plane/server.js";
 import { startDelayProxy } from "../bench/delay-proxy.js";
+import { freePort } from "../helpers/agents.js";
 
 const SOURCE = "127.0.0.1";
 const DESTINATION = "127.0.0.2";
@@ -444,7 +445,7 @@ describe("PeerService.ReadFile", () => {
     await waitFor(() => limiter.active === 0, 1_000);
   });
 
-  it("gives large files their own connection with a window sized by the round trip behind a 10 ms link", async () => {
+  it("measureLink: behind a 10 ms link large files get their own connection with a 32 MiB window; batches stay on the control connection", async () => {
     const lines: Record<string, unknown>[] = [];
     const sink = { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) };
     const logger = createRootLogger({ level: "debug", destination: sink });
@@ -456,36 +457,44 @@ describe("PeerService.ReadFile", () => {
     const proxy = await startDelayProxy({ listenHost: SOURCE, targetHost: SOURCE, targetPort: port, oneWayDelayMs: 5 });
     const far = connectSourcePeer({ host: SOURCE, port: proxy.port, logger });
     try {
-      // Batches of small files stay on the control connection: no probe for them.
-      const small = listing.filter((e) => e.fileType === "FILE" && e.size < MiB).slice(0, 5);
-      let pieces = 0;
-      for await (const group of far.readFiles(small.map((e) => ({ fileUrl: e.fileUrl, offset: 0, expectedSize: e.size, expectedLastModifiedTime: e.lastModifiedTime })))) {
-        pieces += group.filter((m) => "trailer" in m).length;
-      }
-      expect(pieces).toBe(small.length);
+      // Before the measurement everything shares the control connection.
+      expect((await collect(far.readFile(request))).data.equals(expected)).toBe(true);
       expect(sized()).toEqual([]);
+      const rttMs = await far.measureLink();
+      expect(rttMs).toBeGreaterThanOrEqual(10);
+      expect(sized()).toHaveLength(1);
+      expect(sized()[0]).toMatchObject({ windowBytes: BULK_WINDOW_MAX_BYTES });
       const [first, second] = await Promise.all([collect(far.readFile(request)), collect(far.readFile(request))]);
       expect(first.data.equals(expected) && second.data.equals(expected)).toBe(true);
-      // One probe for both transfers.
+      const small = listing.filter((e) => e.fileType === "FILE" && e.size < MiB).slice(0, 5);
+      let trailers = 0;
+      for await (const group of far.readFiles(small.map((e) => ({ fileUrl: e.fileUrl, offset: 0, expectedSize: e.size, expectedLastModifiedTime: e.lastModifiedTime })))) {
+        trailers += group.filter((m) => "trailer" in m).length;
+      }
+      expect(trailers).toBe(small.length);
+      // Measured again (a new task would): no second connection.
+      await far.measureLink();
       expect(sized()).toHaveLength(1);
-      expect(sized()[0]).toMatchObject({ windowBytes: BULK_WINDOW_MAX_BYTES, connections: 1 });
-      expect(sized()[0]!["rttMs"]).toBeGreaterThanOrEqual(10);
     } finally {
       far.close();
       await proxy.close();
     }
   });
 
-  it("spreads reads over several connections", async () => {
-    const multi = connectSourcePeer({ host: SOURCE, port, connections: 3 });
+  it("measureLink on loopback: a round trip of a few ms, and an error (not a hang) when the source is gone", async () => {
+    const near = connectSourcePeer({ host: SOURCE, port });
     try {
-      const files = listing.filter((e) => e.fileType === "FILE").slice(0, 6);
-      const results = await Promise.all(
-        files.map((e) => collect(multi.readFile({ fileUrl: e.fileUrl, offset: 0, expectedSize: e.size, expectedLastModifiedTime: e.lastModifiedTime }))),
-      );
-      for (const [i, r] of results.entries()) expect(r.data.equals(await readFile(localPath(files[i]!.fileUrl)))).toBe(true);
+      const rttMs = await near.measureLink();
+      expect(rttMs).toBeGreaterThan(0);
+      expect(rttMs).toBeLessThan(1_000);
     } finally {
-      multi.close();
+      near.close();
+    }
+    const gone = connectSourcePeer({ host: SOURCE, port: await freePort() });
+    try {
+      await expectAgentError(gone.measureLink(), "Unavailable");
+    } finally {
+      gone.close();
     }
   });
 });

@@ -144,6 +144,8 @@ export class DataCopyTask implements DataCopyTaskHandle {
     let peer: SourcePeer | undefined;
     try {
       peer = this.options.connectSource(logger);
+      // Before any pass, while this agent does nothing else: a failure here is the first pass's to report.
+      await peer.measureLink(signal).catch(() => undefined);
       let consecutiveFailures = 0;
       for (let k = 0; k <= request.maxIterations && !signal.aborted; k++) {
         const status = new OperationStatus(k, this.clock);

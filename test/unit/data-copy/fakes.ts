@@ -180,6 +180,13 @@ export class FakeSourcePeer implements SourcePeer {
     return this.status;
   }
 
+  /** Calls of measureLink (a data-copy task measures once, before its first pass). */
+  linkMeasurements = 0;
+  async measureLink(): Promise<number> {
+    this.linkMeasurements++;
+    return 0;
+  }
+
   /** The real walk, in batches of 4, after the queued listErrors. */
   async *listFiles(): AsyncGenerator<FileEntry[]> {
     this.listCalls++;

@@ -87,6 +87,8 @@ describe("data-copy task end to end (fake peer)", () => {
     expect(dst).toEqual(src);
     expect(Object.keys(dst)).toContain("data0/snapshots/top-level-kept");
     expect(s.peer.closed).toBe(1);
+    // The link is measured once per task, before its first pass.
+    expect(s.peer.linkMeasurements).toBe(1);
     expect(view).toMatchObject({ source: "source.example", port: 9043, maxIterations: 3, successThreshold: 1, maxConcurrency: 4 });
   });
 

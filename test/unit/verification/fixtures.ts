@@ -218,6 +218,11 @@ export class FakeSourcePeer implements SourcePeer {
     return { state: "NOT_COMPLETED", endTime: null };
   }
 
+  /** A verification reads no large file over its own connection: never called. */
+  async measureLink(): Promise<number> {
+    throw new AgentError("Unimplemented", "not used by a verification");
+  }
+
   async *listFiles(signal?: AbortSignal): AsyncGenerator<FileEntry[]> {
     this.listCalls++;
     if (signal?.aborted) throw new AgentError("Cancelled", "aborted");
