@@ -41,6 +41,8 @@ export const BULK_WINDOW_MAX_BYTES = 32 * 1024 * 1024;
 const BULK_WINDOW_BYTES_PER_RTT_MS = 3.2 * 1024 * 1024;
 /** Round trips timed by measureLink at most (the least counts). */
 const RTT_PROBES = 2;
+/** Deadline of each of measureLink's calls, in ms: a source that does not answer fails the first pass instead, under its own retries. */
+const LINK_PROBE_DEADLINE_MS = 5_000;
 
 /**
  * The receive window for large files over a link of `rttMs` round trip: CLIENT_FLOW_CONTROL_WINDOW_BYTES
@@ -160,7 +162,12 @@ export function connectSourcePeer(options: SourcePeerOptions): SourcePeer {
     }
   }
 
-  function unary<Req, Res>(method: grpc.MethodDefinition<Req, Res>, request: Req, signal: AbortSignal | undefined): Promise<Res> {
+  function unary<Req, Res>(
+    method: grpc.MethodDefinition<Req, Res>,
+    request: Req,
+    signal: AbortSignal | undefined,
+    deadlineMs = UNARY_DEADLINE_MS,
+  ): Promise<Res> {
     checkSignal(signal);
     return new Promise((resolve, reject) => {
       const onAbort = () => call.cancel();
@@ -170,7 +177,7 @@ export function connectSourcePeer(options: SourcePeerOptions): SourcePeer {
         method.responseDeserialize,
         request,
         new grpc.Metadata(),
-        { deadline: Date.now() + UNARY_DEADLINE_MS },
+        { deadline: Date.now() + deadlineMs },
         (err, value) => {
           signal?.removeEventListener("abort", onAbort);
           if (err || value === undefined) reject(callError(err ?? new Error("empty response"), signal));
@@ -197,7 +204,7 @@ export function connectSourcePeer(options: SourcePeerOptions): SourcePeer {
 
     async measureLink(signal?: AbortSignal): Promise<number> {
       // The first call opens the connection and runs cold code: not a round trip.
-      const status = () => unary(METHODS.getMigrationStatus, create(GetMigrationStatusRequestSchema), signal);
+      const status = () => unary(METHODS.getMigrationStatus, create(GetMigrationStatusRequestSchema), signal, LINK_PROBE_DEADLINE_MS);
       await status();
       let rttMs = Number.POSITIVE_INFINITY;
       for (let i = 0; i < RTT_PROBES && bulkWindowBytes(rttMs) > CLIENT_FLOW_CONTROL_WINDOW_BYTES; i++) {
