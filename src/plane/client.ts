@@ -1,7 +1,8 @@
 /**
  * The destination's handle on its source: migration/peer.ts's SourcePeer over the gRPC plane
  * (@grpc/grpc-js). Bulk data flows server → client (ReadFile and ReadFiles are server-streaming), so this
- * client's 16 MiB flow-control window governs throughput (stack-notes §3.3). The source picks
+ * client's flow-control window governs throughput (stack-notes §3.3): 16 MiB, and for large
+ * files up to 32 MiB on a slow link (bulkWindowBytes, measureLink). The source picks
  * the instance by :authority, which is the source host unless `authority` says otherwise.
  */
 import { create } from "@bufbuild/protobuf";
