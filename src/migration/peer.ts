@@ -48,6 +48,8 @@ export interface SourcePeer {
    * they share the control connection. Resolves with the round trip in ms.
    */
   measureLink(signal?: AbortSignal): Promise<number>;
+  /** The HTTP/2 receive window of large files (readFile): how much of one can be on its way at once. */
+  readonly largeFileWindowBytes: number;
   /**
    * The source instance's full listing, batch by batch as the source walks, so that the caller
    * works on each batch while the source still walks (collectListing gathers them).

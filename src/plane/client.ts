@@ -128,6 +128,7 @@ export function connectSourcePeer(options: SourcePeerOptions): SourcePeer {
   const main = newClient(CLIENT_FLOW_CONTROL_WINDOW_BYTES);
   /** Large files: `main` unless measureLink found the link slow enough for a bigger window. */
   let large = main;
+  let largeWindowBytes = CLIENT_FLOW_CONTROL_WINDOW_BYTES;
   let closed = false;
 
   async function* serverStream<Req, Res>(
@@ -217,9 +218,14 @@ export function connectSourcePeer(options: SourcePeerOptions): SourcePeer {
       logger.debug({ rttMs: +rttMs.toFixed(1), windowBytes }, "round trip to the source measured");
       if (windowBytes > CLIENT_FLOW_CONTROL_WINDOW_BYTES && large === main && !closed) {
         large = newClient(windowBytes, { "grpc.use_local_subchannel_pool": 1 });
+        largeWindowBytes = windowBytes;
         logger.info({ rttMs: +rttMs.toFixed(1), windowBytes }, "large files get their own connection, its window sized by the link's round trip");
       }
       return rttMs;
+    },
+
+    get largeFileWindowBytes(): number {
+      return largeWindowBytes;
     },
 
     async *readFile(request: ReadFileRequest, signal?: AbortSignal): AsyncGenerator<ReadFileMessage> {

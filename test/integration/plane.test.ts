@@ -40,7 +40,7 @@ import { createRootLogger, silentLogger } from "../../src/log.js";
 import { type BatchReadMessage, collectListing, type ReadFileMessage, type ReadFileTrailer, type SourcePeer } from "../../src/migration/peer.js";
 import { BUSY_MESSAGE, RequestLimiter } from "../../src/migration/request-limiter.js";
 import type { DigestAlgorithmName, FileEntry } from "../../src/migration/types.js";
-import { BULK_WINDOW_MAX_BYTES, connectSourcePeer } from "../../src/plane/client.js";
+import { BULK_WINDOW_MAX_BYTES, bulkWindowBytes, CLIENT_FLOW_CONTROL_WINDOW_BYTES, connectSourcePeer } from "../../src/plane/client.js";
 import { methodDefinition } from "../../src/plane/definition.js";
 import { PACK_BYTES } from "../../src/plane/peer-service.js";
 import { createPlaneServer, type PlaneServer, SERVER_CONNECTION_WINDOW_BYTES } from "../../src/plane/server.js";
@@ -460,10 +460,12 @@ describe("PeerService.ReadFile", () => {
       // Before the measurement everything shares the control connection.
       expect((await collect(far.readFile(request))).data.equals(expected)).toBe(true);
       expect(sized()).toEqual([]);
+      expect(far.largeFileWindowBytes).toBe(CLIENT_FLOW_CONTROL_WINDOW_BYTES);
       const rttMs = await far.measureLink();
       expect(rttMs).toBeGreaterThanOrEqual(10);
       expect(sized()).toHaveLength(1);
       expect(sized()[0]).toMatchObject({ windowBytes: BULK_WINDOW_MAX_BYTES });
+      expect(far.largeFileWindowBytes).toBe(BULK_WINDOW_MAX_BYTES);
       const [first, second] = await Promise.all([collect(far.readFile(request)), collect(far.readFile(request))]);
       expect(first.data.equals(expected) && second.data.equals(expected)).toBe(true);
       const small = listing.filter((e) => e.fileType === "FILE" && e.size < MiB).slice(0, 5);
@@ -487,6 +489,7 @@ describe("PeerService.ReadFile", () => {
       const rttMs = await near.measureLink();
       expect(rttMs).toBeGreaterThan(0);
       expect(rttMs).toBeLessThan(1_000);
+      expect(near.largeFileWindowBytes).toBe(bulkWindowBytes(rttMs));
     } finally {
       near.close();
     }

@@ -1,6 +1,6 @@
 import { afterEach, expect, it } from "vitest";
 import { AgentError } from "../../../src/errors.js";
-import { downloadShortlist, LARGE_STREAMS_MAX, LARGE_TAIL_MAX_BYTES } from "../../../src/migration/data-copy/download.js";
+import { downloadShortlist, LARGE_STREAMS_MAX } from "../../../src/migration/data-copy/download.js";
 import { mapSourceEntries } from "../../../src/migration/data-copy/plan.js";
 import { collectListing } from "../../../src/migration/peer.js";
 import { downloadingStatus, makePair, migratedTree, transferContext, type FakePeerFaults } from "./fakes.js";
@@ -10,10 +10,14 @@ afterEach(async () => {
   for (const c of cleanups.splice(0)) await c();
 });
 
+/** The fake peer's window for large files, which caps a large file's tail (download.ts). */
+const LARGE_TAIL_MAX_BYTES = 16 << 20;
+
 /**
  * Six large files and 30 small ones, downloaded at maxConcurrency 10. A large file's tail grows
- * with its first-byte wait up to LARGE_TAIL_MAX_BYTES, so each file's first 4 MiB are before any
- * tail it can have: the peer counts a stream as holding a large place while more than that is left.
+ * with its first-byte wait up to the peer's largeFileWindowBytes, so each file's first 4 MiB are
+ * before any tail it can have: the peer counts a stream as holding a large place while more than
+ * that is left.
  */
 async function downloadTree(faults: FakePeerFaults) {
   const spec: Record<string, { size: number; seed: number }> = {};
@@ -23,6 +27,7 @@ async function downloadTree(faults: FakePeerFaults) {
   cleanups.push(pair.cleanup);
   pair.peer.faults = faults;
   pair.peer.chunkSize = 1 << 20;
+  pair.peer.largeFileWindowBytes = LARGE_TAIL_MAX_BYTES;
   pair.peer.farBytes = LARGE_TAIL_MAX_BYTES;
   const listing = await collectListing(pair.peer.listFiles());
   const targets = [...mapSourceEntries(pair.dest.roots, listing).values()];

@@ -182,6 +182,8 @@ export class FakeSourcePeer implements SourcePeer {
 
   /** Calls of measureLink (a data-copy task measures once, before its first pass). */
   linkMeasurements = 0;
+  /** A LAN's window (plane/client.ts): the cap of a large file's tail. */
+  largeFileWindowBytes = 16 << 20;
   async measureLink(): Promise<number> {
     this.linkMeasurements++;
     return 0;

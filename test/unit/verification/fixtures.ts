@@ -218,6 +218,8 @@ export class FakeSourcePeer implements SourcePeer {
     return { state: "NOT_COMPLETED", endTime: null };
   }
 
+  readonly largeFileWindowBytes = 16 << 20;
+
   /** A verification reads no large file over its own connection: never called. */
   async measureLink(): Promise<number> {
     throw new AgentError("Unimplemented", "not used by a verification");
