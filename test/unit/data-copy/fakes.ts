@@ -182,10 +182,13 @@ export class FakeSourcePeer implements SourcePeer {
 
   /** Calls of measureLink (a data-copy task measures once, before its first pass). */
   linkMeasurements = 0;
+  /** Thrown by measureLink when set. */
+  linkError: AgentError | undefined;
   /** A LAN's window (plane/client.ts): the cap of a large file's tail. */
   largeFileWindowBytes = 16 << 20;
   async measureLink(): Promise<number> {
     this.linkMeasurements++;
+    if (this.linkError) throw this.linkError;
     return 0;
   }
 

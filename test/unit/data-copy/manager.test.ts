@@ -167,6 +167,15 @@ describe("data-copy task end to end (fake peer)", () => {
     expect(await migratedTree(s.dstRoot)).toEqual({});
   });
 
+  it("a link measurement that fails does not fail the task: its passes copy as usual", async () => {
+    const s = await setup();
+    s.peer.linkError = new AgentError("DeadlineExceeded", "deadline exceeded");
+    const view = await runToEnd(s.manager, s.dest);
+    expect(states(view)).toEqual(["DOWNLOAD_COMPLETE", "SUCCESS"]);
+    expect(s.peer.linkMeasurements).toBe(1);
+    expect(await migratedTree(s.dstRoot)).toEqual(withoutTableSnapshots(await migratedTree(s.srcRoot)));
+  });
+
   it("retries a transient listing failure", async () => {
     const s = await setup();
     s.peer.listErrors = [new AgentError("Unavailable", "connection refused")];
