@@ -4,7 +4,7 @@
  * Units: seconds, bytes; MB = 10^6 bytes, MiB = 2^20 bytes.
  */
 import { spawnSync } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { mkdir, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -70,6 +70,8 @@ export interface MachineInfo {
   kernel: string;
   node: string;
   disk: string;
+  /** The kernel's proactive reclaim of idle memory, when it runs one (describeProactiveReclaim). */
+  proactiveReclaim?: string;
   tools: Record<string, string>;
 }
 
@@ -168,11 +170,13 @@ export function renderMarkdown(r: BenchReport): string {
   const lines: string[] = [];
   lines.push(`# lm-sidecar benchmark — ${r.profile} profile`, "");
   lines.push(`${r.createdAt}; ${String(r.options["runs"])} run(s) per scenario, tools alternating; delay proxy RTT ${String(r.options["rttMs"])} ms.`, "");
-  lines.push(`**Machine:** ${m.cpuModel}, ${m.nproc} CPUs, ${(m.memoryBytes / 2 ** 30).toFixed(1)} GiB RAM; Linux ${m.kernel}; Node ${m.node}; disk: ${m.disk}.  `);
+  const reclaim = m.proactiveReclaim ? `; ${m.proactiveReclaim}` : "";
+  lines.push(`**Machine:** ${m.cpuModel}, ${m.nproc} CPUs, ${(m.memoryBytes / 2 ** 30).toFixed(1)} GiB RAM; Linux ${m.kernel}; Node ${m.node}; disk: ${m.disk}${reclaim}.  `);
   lines.push(`**Tools:** ${Object.entries(m.tools).map(([k, v]) => `${k}: ${v}`).join("; ")}.  `);
   lines.push(
     `**Dataset:** ${fmtMiB(d["uniqueBytes"])} unique in ${String(d["entries"])} files (${String(d["hardlinkEntries"])} snapshot hard links); ` +
-      `the migrated set (snapshots excluded) is ${fmtMiB(d["migratedBytes"])} in ${String(d["migratedFiles"])} files. Page cache warm (no cache drop between runs).`,
+      `the migrated set (snapshots excluded) is ${fmtMiB(d["migratedBytes"])} in ${String(d["migratedFiles"])} files. ` +
+      "Page cache warm: no cache drop between runs, and the source tree read once, untimed, before the first.",
     "",
   );
   lines.push("## lm-sidecar against its peers", "");
@@ -247,6 +251,49 @@ export function describeDisk(dir: string): string {
   return `${fstype} on ${source}${model ? ` (${model})` : ""}`;
 }
 
+/**
+ * What the kernel's DAMON pages out on its own, e.g. "DAMON pages out memory idle for 60 s":
+ * undefined when no kdamond with a `pageout` scheme runs (sysfs interface, Linux 5.18+).
+ *
+ * Some VMs run one to hand idle guest memory back to the host. The page cache is memory too:
+ * on such a machine a tree nobody has read for that long is read from disk again, so the tool
+ * that runs first after a pause (the benchmark's wait for deletions to settle, up to six
+ * minutes) would be timed on a cold tree and the others on a warm one.
+ */
+export function describeProactiveReclaim(root = "/sys/kernel/mm/damon/admin/kdamonds"): string | undefined {
+  const read = (p: string) => {
+    try {
+      return readFileSync(p, "utf8").trim();
+    } catch {
+      return undefined;
+    }
+  };
+  const list = (p: string) => {
+    try {
+      return readdirSync(p).filter((n) => /^\d+$/.test(n));
+    } catch {
+      return [];
+    }
+  };
+  const idleSeconds: number[] = [];
+  for (const kdamond of list(root)) {
+    if (read(path.join(root, kdamond, "state")) !== "on") continue;
+    const contexts = path.join(root, kdamond, "contexts");
+    for (const context of list(contexts)) {
+      // A region's age counts aggregation intervals.
+      const aggregationUs = Number(read(path.join(contexts, context, "monitoring_attrs/intervals/aggr_us")));
+      const schemes = path.join(contexts, context, "schemes");
+      for (const scheme of list(schemes)) {
+        if (read(path.join(schemes, scheme, "action")) !== "pageout") continue;
+        const minAge = Number(read(path.join(schemes, scheme, "access_pattern/age/min")));
+        if (Number.isFinite(aggregationUs) && Number.isFinite(minAge)) idleSeconds.push((minAge * aggregationUs) / 1e6);
+      }
+    }
+  }
+  if (idleSeconds.length === 0) return undefined;
+  return `DAMON pages out memory idle for ${Math.min(...idleSeconds).toFixed(0)} s`;
+}
+
 /** The machine the benchmark runs on. */
 export function describeMachine(workDir: string, tools: Record<string, string>): MachineInfo {
   let cpuModel = os.cpus()[0]?.model ?? "unknown CPU";
@@ -263,6 +310,7 @@ export function describeMachine(workDir: string, tools: Record<string, string>):
     kernel: `${os.release()} ${os.arch()}`,
     node: process.version,
     disk: describeDisk(workDir),
+    proactiveReclaim: describeProactiveReclaim(),
     tools,
   };
 }
