@@ -17,15 +17,18 @@
  * 5.37-5.73 s, 4.39-4.64 s with a warm source; with one per batch 5.16-5.24 and 4.23-4.51 s.)
  *
  * Messages arrive in groups (one wire message packs many small files); while the SyncBudget
- * allows, each file is written synchronously as its group is read, else through the thread
- * pool, and once WRITES_IN_FLIGHT or more writes are pending after a group, the stream waits
- * for one (backpressure through the client window).
+ * allows, each file is written synchronously as its group is read, with no promise of its own
+ * (the event loop gets its turn after the group when the budget says it is due), else through
+ * the thread pool, and once WRITES_IN_FLIGHT or more writes are pending after a group, the
+ * stream waits for one (backpressure through the client window). Renames likewise. A promise
+ * per file cost ~5 % of a small-tree copy into a fresh destination: 20 interleaved rounds,
+ * medians 2.37 and 2.17 s against 2.48 and 2.31 s, destination CPU ~0.13 s less.
  *
  * Anything the batch cannot settle — a stream that fails, a per-file error other than NotFound
  * or Aborted, a corrupted file, a local write error — is handed back in `retry`, and the caller
  * gives each such file to downloadFile, whose retries and resume policy then apply.
  */
-import { closeSync, futimesSync, openSync, rename, renameSync, writeSync } from "node:fs";
+import { closeSync, futimesSync, openSync, rename, renameSync, rmSync, writeSync } from "node:fs";
 import { open, rm } from "node:fs/promises";
 import { promisify } from "node:util";
 import { createHasher, type Hasher, xxh64Of } from "../../digest/digest.js";
@@ -127,6 +130,8 @@ export async function downloadBatch(
   /** Files written under their temp names, not yet durable nor renamed. */
   const written: SourceTarget[] = [];
   const parents = new ParentCache();
+  /** The event loop's turn that a synchronous write found due (SyncBudget.charge), awaited after the group. */
+  let turn: Promise<void> | undefined;
 
   const settle = (target: SourceTarget, outcome: FileOutcome) => outcomes.set(target, outcome);
   const handBack = (target: SourceTarget, reason: string, level: "debug" | "warn" = "debug") => {
@@ -144,7 +149,21 @@ export async function downloadBatch(
       handBack(target, `XXH64 mismatch for ${target.entry.fileUrl}: received ${bytes} bytes hashing to ${digest}, source has ${trailer.xxh64}`, "warn");
       return;
     }
-      const write: Promise<void> = writeTemp(ctx, target, parents.of(target.absPath), chunks).then(
+    const dir = parents.of(target.absPath);
+    if (ctx.budget.fast && ctx.knownDirs.has(dir)) {
+      // The usual case, written here and now, without a promise of its own (see the header).
+      const started = performance.now();
+      try {
+        writeTempSync(target, chunks);
+        written.push(target);
+      } catch (err) {
+        if (!ctx.signal.aborted) handBack(target, AgentError.from(err).message, "warn");
+      }
+      const due = ctx.budget.charge(started);
+      turn ??= due;
+      return;
+    }
+    const write: Promise<void> = writeTemp(ctx, target, dir, chunks).then(
       () => void written.push(target),
       (err: unknown) => {
         if (!ctx.signal.aborted) handBack(target, AgentError.from(err).message, "warn");
@@ -217,6 +236,10 @@ export async function downloadBatch(
         if (file) complete(target, file.chunks, file.bytes, file.hasher.digest(), message.trailer);
         else complete(target, [], 0, xxh64Of(EMPTY), message.trailer);
       }
+      if (turn) {
+        await turn;
+        turn = undefined;
+      }
       if (writes.size >= WRITES_IN_FLIGHT) await Promise.race(writes);
     }
   } finally {
@@ -273,10 +296,18 @@ async function putInPlace(
     }
     const temp = temps[i]!;
     try {
-      await ctx.budget.run(
-        () => renameSync(temp, target.absPath),
-        () => renameAsync(temp, target.absPath),
-      );
+      if (ctx.budget.fast) {
+        // No promise per file while renames are cheap: the event loop's turn only when due.
+        const started = performance.now();
+        try {
+          renameSync(temp, target.absPath);
+        } finally {
+          const turn = ctx.budget.charge(started);
+          if (turn) await turn;
+        }
+      } else {
+        await renameAsync(temp, target.absPath);
+      }
       ctx.touchedDirs.add(parents.of(target.absPath));
       settle(target, { kind: "downloaded", size: target.entry.size, resumedFrom: 0 });
     } catch (err) {
@@ -303,6 +334,21 @@ async function writeTemp(ctx: TransferContext, target: SourceTarget, dir: string
     );
   } catch (err) {
     await rm(temp, { force: true, recursive: true }).catch(() => undefined);
+    throw err;
+  }
+}
+
+/** writeTemp with synchronous calls, for a directory known to exist; a file it fails to write is removed. */
+function writeTempSync(target: SourceTarget, chunks: readonly Uint8Array[]): void {
+  const temp = writePathOf(target);
+  try {
+    writeFileSyncWithTime(temp, chunks, exactSeconds(target.entry.lastModifiedTime));
+  } catch (err) {
+    try {
+      rmSync(temp, { force: true, recursive: true });
+    } catch {
+      // Left for the next pass's CLEANING, like any temp file without a resume record.
+    }
     throw err;
   }
 }

@@ -135,6 +135,23 @@ describe.each([
     for (const t of s.targets.slice(0, brokenAt)) await expectExact(t, s.srcRoot);
   });
 
+  it("hands a file it cannot write back for a retry alone, removes what it left, and goes on", async () => {
+    const s = await setup();
+    // Its temp name taken by a non-empty directory: creating the file fails (EISDIR), whether it
+    // is written synchronously (its directory already made for an earlier file) or through the pool.
+    const blocked = s.targets[3]!;
+    const ahead = s.targets.slice(0, 3).filter((t) => path.dirname(t.absPath) === path.dirname(blocked.absPath));
+    expect(ahead.length).toBeGreaterThan(0);
+    await mkdir(tempPathFor(blocked.absPath), { recursive: true });
+    await writeFile(path.join(tempPathFor(blocked.absPath), "occupant"), "x");
+    const result = await downloadBatch(s.ctx, s.targets, s.status);
+    expect(result.retry).toEqual([blocked]);
+    expect(result.outcomes.has(blocked)).toBe(false);
+    await expect(stat(tempPathFor(blocked.absPath))).rejects.toThrow();
+    await expect(stat(blocked.absPath)).rejects.toThrow();
+    for (const t of s.targets.filter((t) => t !== blocked)) await expectExact(t, s.srcRoot);
+  });
+
   it("overwrites a stale temp file of a small file", async () => {
     const s = await setup();
     const t = s.targets[3]!;
