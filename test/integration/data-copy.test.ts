@@ -116,6 +116,17 @@ async function tempsUnder(root: string): Promise<string[]> {
   return found;
 }
 
+/** The download temp file below `root` whose name ends with `suffix`, once it holds data; throws after `timeoutMs`. */
+async function partialWithData(root: string, suffix: string, timeoutMs: number): Promise<string> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const found = (await tempsUnder(root)).find((p) => p.endsWith(suffix));
+    if (found && (await stat(found).catch(() => undefined))?.size) return found;
+    if (Date.now() > deadline) throw new Error(`no temp file *${suffix} with data below ${root} after ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
 describe("data copy between two agents", () => {
   it("copies the tree exactly (content, size, ms mtime, directories), snapshots left out", async () => {
     pair = await startPair({ populate: tiny });
@@ -270,11 +281,11 @@ describe("data copy between two agents", () => {
     await startProxiedPair({ populate: tinyWithBigFile, destinationMode: "process", proxy: { bytesPerSecond: 6 << 20 } });
     const taskId = await create(pair!, { maxIterations: 3, successThreshold: 1, maxConcurrency: 2 });
     await pollUntil(pair!.destination, `${TASKS}/${taskId}`, (t) => t.status[0]?.bytesTransferred > 10 << 20, 30_000, 50);
+    // Bytes received are not yet bytes written (the big file goes to disk in 4 MiB O_DIRECT
+    // blocks, behind a 16 MiB window): on a loaded machine the kill must wait for a first block.
+    const partialBig = await partialWithData(pair!.destLayout.root, ".CommitLog-7-99.log.partial", 30_000);
     await pair!.destination.kill("SIGKILL");
-    const partials = await tempsUnder(pair!.destLayout.root);
-    const partialBig = partials.find((p) => p.endsWith(".CommitLog-7-99.log.partial"));
-    expect(partialBig).toBeDefined();
-    const partialBytes = (await stat(partialBig!)).size;
+    const partialBytes = (await stat(partialBig)).size;
     expect(partialBytes).toBeGreaterThan(0);
 
     await pair!.destination.start();
