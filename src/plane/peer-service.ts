@@ -268,12 +268,13 @@ async function readAhead(file: AsyncGenerator<ReadFileResponse>): Promise<ReadAh
 
 /**
  * A small file read whole with synchronous calls (sync-budget.ts): the same checks, errors and
- * messages as readFileChunks from offset 0, without a thread-pool round trip per call.
- * Never throws: a failure is the result's error.
+ * messages as readFileChunks from offset 0, without a thread-pool round trip per call, nor a
+ * promise per file (readFilesAhead charges the budget). Never throws: a failure is the result's
+ * error. Small-tree copies, two sets of ten interleaved rounds against an async function per
+ * file: source CPU 0.99-1.04 s against 1.05-1.14 s, copies 2.39-2.43 s against 2.48-2.49 (medians).
  */
-async function readWholeSync(instance: InstanceContext, request: ReadFileRequest, budget: SyncBudget, realDirs: RealDirCache): Promise<ReadAhead> {
+function readWholeSync(instance: InstanceContext, request: ReadFileRequest, realDirs: RealDirCache): ReadAhead {
   const { fileUrl } = request;
-  const started = performance.now();
   try {
     const { fd, size, lastModifiedTime: mtime } = openReadableFileSync(resolveFileUrl(instance.roots, fileUrl), instance.exclusions, realDirs);
     try {
@@ -294,8 +295,6 @@ async function readWholeSync(instance: InstanceContext, request: ReadFileRequest
     }
   } catch (err) {
     return { head: [], error: AgentError.from(err) };
-  } finally {
-    await budget.charge(started);
   }
 }
 
@@ -312,20 +311,30 @@ async function* readFilesAhead(
   requests: readonly ReadFileRequest[],
   signal: AbortSignal,
 ): AsyncGenerator<ReadFilesResponse> {
-  const pending: { index: number; cost: number; file: Promise<ReadAhead>; ready: boolean }[] = [];
+  /** Files read or being read ahead: `read` once known (at once for a file read synchronously). */
+  const pending: { index: number; cost: number; file: Promise<ReadAhead> | undefined; read: ReadAhead | undefined }[] = [];
   const budget = new SyncBudget();
   const realDirs: RealDirCache = new Map();
+  /** The event loop's turn that the synchronous reads found due (SyncBudget.charge), awaited before the next file goes out. */
+  let turn: Promise<void> | undefined;
   let nextIndex = 0;
   let aheadBytes = 0;
   const fill = () => {
     while (nextIndex < requests.length && pending.length < READ_AHEAD_FILES && (pending.length === 0 || aheadBytes < READ_AHEAD_BYTES)) {
       const request = requests[nextIndex]!;
       const cost = request.expectedSize < 0 ? READ_CHUNK_BYTES : Math.min(request.expectedSize, READ_CHUNK_BYTES);
-      const readsWholeSync = budget.fast && request.offset === 0 && request.expectedSize >= 0 && request.expectedSize <= SYNC_READ_MAX_BYTES;
-      const file = readsWholeSync ? readWholeSync(instance, request, budget, realDirs) : readAhead(readFileChunks(instance, request, signal));
-      const entry = { index: nextIndex, cost, file, ready: false };
-      void file.then(() => (entry.ready = true));
-      pending.push(entry);
+      if (budget.fast && request.offset === 0 && request.expectedSize >= 0 && request.expectedSize <= SYNC_READ_MAX_BYTES) {
+        // No promise per file while reads are cheap.
+        const started = performance.now();
+        const read = readWholeSync(instance, request, realDirs);
+        const due = budget.charge(started);
+        turn ??= due;
+        pending.push({ index: nextIndex, cost, file: undefined, read });
+      } else {
+        const entry: (typeof pending)[number] = { index: nextIndex, cost, file: readAhead(readFileChunks(instance, request, signal)), read: undefined };
+        void entry.file!.then((read) => (entry.read = read));
+        pending.push(entry);
+      }
       aheadBytes += cost;
       nextIndex++;
     }
@@ -338,13 +347,13 @@ async function* readFilesAhead(
     pieces.push(piece);
     packedBytes += piece.data.byteLength;
   };
-  // Whether the next file is read by the time pending I/O callbacks have run (sync reads resolve
-  // within microtasks); false at the end of the request.
+  // Whether the next file is read by the time pending I/O callbacks have run; false at the end
+  // of the request.
   const nextIsReady = async (): Promise<boolean> => {
     const next = pending[0];
     if (!next) return false;
-    if (next.ready) return true;
-    return Promise.race([next.file.then(() => true), setImmediatePromise(false)]);
+    if (next.read) return true;
+    return Promise.race([next.file!.then(() => true), setImmediatePromise(false)]);
   };
   const take = (): ReadFilesResponse => {
     const response = toReadFilesResponse(pieces);
@@ -355,8 +364,12 @@ async function* readFilesAhead(
   try {
     fill();
     while (pending.length > 0) {
-      const { index, cost, file } = pending.shift()!;
-      const { head, rest, error } = await file;
+      if (turn) {
+        await turn;
+        turn = undefined;
+      }
+      const { index, cost, file, read } = pending.shift()!;
+      const { head, rest, error } = read ?? (await file!);
       aheadBytes -= cost;
       fill();
       throwIfAborted(signal);
@@ -374,10 +387,12 @@ async function* readFilesAhead(
           add(index, AgentError.from(err));
         }
       }
-      if (pieces.length > 0 && (packedBytes >= PACK_BYTES || !(await nextIsReady()))) yield take();
+      // A file read synchronously is ready without waiting for anything.
+      const nextReadNow = pending[0]?.read !== undefined;
+      if (pieces.length > 0 && (packedBytes >= PACK_BYTES || !(nextReadNow || (await nextIsReady())))) yield take();
     }
   } finally {
-    await Promise.all(pending.map(({ file }) => file.then((f) => f.rest?.return(undefined)).catch(() => undefined)));
+    await Promise.all(pending.map(({ file, read }) => (read ? Promise.resolve(read) : file!).then((f) => f.rest?.return(undefined)).catch(() => undefined)));
   }
 }
 
