@@ -2,7 +2,7 @@
  * The destination's handle on its source: migration/peer.ts's SourcePeer over the gRPC plane
  * (@grpc/grpc-js). Bulk data flows server → client (ReadFile and ReadFiles are server-streaming), so this
  * client's flow-control window governs throughput (stack-notes §3.3): 16 MiB, and for large
- * files up to 32 MiB on a slow link (bulkWindowBytes, measureLink). The source picks
+ * files up to 20 MiB on a slow link (bulkWindowBytes, measureLink). The source picks
  * the instance by :authority, which is the source host unless `authority` says otherwise.
  */
 import { create } from "@bufbuild/protobuf";
@@ -37,7 +37,7 @@ import {
 export const CLIENT_FLOW_CONTROL_WINDOW_BYTES = 16 * 1024 * 1024;
 const MiB = 1024 * 1024;
 /** The largest window bulkWindowBytes gives a slow link. */
-export const BULK_WINDOW_MAX_BYTES = 32 * 1024 * 1024;
+export const BULK_WINDOW_MAX_BYTES = 20 * 1024 * 1024;
 /** Window per ms of round trip: two round trips' worth at ~1.6 GB/s, faster than a destination writes. */
 const BULK_WINDOW_BYTES_PER_RTT_MS = 3.2 * 1024 * 1024;
 /** Round trips timed by measureLink at most (the least counts). */
@@ -47,7 +47,7 @@ const LINK_PROBE_DEADLINE_MS = 5_000;
 
 /**
  * The receive window for large files over a link of `rttMs` round trip: CLIENT_FLOW_CONTROL_WINDOW_BYTES
- * up to 5 ms, then growing with the round trip up to BULK_WINDOW_MAX_BYTES at 10 ms.
+ * up to 5 ms, then growing with the round trip up to BULK_WINDOW_MAX_BYTES at 6.25 ms.
  *
  * A large file streams alone, its stream paused with its window buffered here while this side
  * writes; each time the writer takes a message the source may send that much more, which arrives
@@ -55,9 +55,13 @@ const LINK_PROBE_DEADLINE_MS = 5_000;
  * copies of the large tree, fresh agents, interleaved: 16 MiB 7.20-7.68 s, 24 MiB 6.53-7.23 s,
  * 32 MiB 6.56-6.95 s. On loopback the window only holds data the writer has not taken yet, and
  * 32 MiB raised the destination's peak RSS from 165-175 MB to 192-202 MB for the same time,
- * hence a window by the link rather than one for all. The round trip is measured at the start of
+ * hence a window by the link rather than one for all. Behind the proxy the window is what the
+ * destination holds too: on a slower machine (twenty-sixth session, `npm run ab --rtt-ms 10`,
+ * large tree, six interleaved rounds) 16 MiB took 11.06 s with a destination peak of 173-181 MB,
+ * 20 MiB 10.30 s and 182-199 MB, 24 MiB 10.51 s and 194-207 MB, 32 MiB 10.42 s and 209-228 MB,
+ * over the 200 MB target; hence 20 MiB. The round trip is measured at the start of
  * a task (measureLink): timed at a large file's first request, mid-copy, two loopback calls took
- * 55 ms (an event loop busy with the batches reads their answers late), and loopback got 32 MiB.
+ * 55 ms (an event loop busy with the batches reads their answers late), and loopback got the largest window.
  */
 export function bulkWindowBytes(rttMs: number): number {
   const wanted = Math.ceil((rttMs * BULK_WINDOW_BYTES_PER_RTT_MS) / MiB) * MiB;

@@ -28,7 +28,20 @@ import path from "node:path";
 import { parseArgs } from "node:util";
 import { datasetLayout, generateDataset, type DatasetProfile } from "../../src/dataset/generate.js";
 import { parseEnvOption, parseVariant, renderSummary, roundOrder, summarize, type AbRound, type Variant } from "./ab-report.js";
-import { AgentMeter, AgentProcess, agentConfigYaml, builtEntryOf, DEST_HOST, DestinationApi, freePort, SOURCE_HOST, type AgentPorts, type Side } from "./agents.js";
+import {
+  AgentMeter,
+  AgentProcess,
+  agentConfigYaml,
+  builtEntryOf,
+  DEST_HOST,
+  DestinationApi,
+  freePort,
+  PROXIED_SOURCE_HOST,
+  SOURCE_HOST,
+  type AgentPorts,
+  type Side,
+} from "./agents.js";
+import { startDelayProxy, type DelayProxy } from "./delay-proxy.js";
 
 const USAGE = `usage: npm run ab -- [options] NAME=CHECKOUT NAME=CHECKOUT [...]
 
@@ -37,6 +50,7 @@ const USAGE = `usage: npm run ab -- [options] NAME=CHECKOUT NAME=CHECKOUT [...]
   --work DIR                   dataset, logs and destinations (default $TMPDIR/lm-ab-<profile>)
   --dest-fs loop|dir           destination on a fresh ext4 per copy (needs root; the default as root) or in --work
   --env NAME:KEY=VALUE         environment for NAME's agents (repeatable), e.g. exp:GLIBC_TUNABLES=...
+  --rtt-ms N                   copy through the benchmark's delay proxy, N ms round trip (default 0: none)
   --out FILE                   every round as JSON
   -h, --help
 
@@ -50,6 +64,7 @@ interface AbOptions {
   readonly workDir: string;
   readonly loopFs: boolean;
   readonly variants: Variant[];
+  readonly rttMs: number;
   readonly out?: string;
 }
 
@@ -63,6 +78,7 @@ function parseOptions(argv: string[]): AbOptions | undefined {
       work: { type: "string" },
       "dest-fs": { type: "string" },
       env: { type: "string", multiple: true, default: [] },
+      "rtt-ms": { type: "string", default: "0" },
       out: { type: "string" },
       help: { type: "boolean", short: "h" },
     },
@@ -77,6 +93,8 @@ function parseOptions(argv: string[]): AbOptions | undefined {
   if (!Number.isInteger(rounds) || rounds < 1) throw new Error("--rounds must be an integer >= 1");
   const destFs = values["dest-fs"] ?? (process.getuid?.() === 0 ? "loop" : "dir");
   if (destFs !== "loop" && destFs !== "dir") throw new Error("--dest-fs must be loop or dir");
+  const rttMs = Number(values["rtt-ms"]);
+  if (!(rttMs >= 0)) throw new Error("--rtt-ms must be a number >= 0");
   const variants = positionals.map(parseVariant).map((v) => ({ ...v, checkout: path.resolve(v.checkout) }));
   if (variants.length === 0) throw new Error("name at least one variant: NAME=CHECKOUT");
   if (new Set(variants.map((v) => v.name)).size !== variants.length) throw new Error("variant names must differ");
@@ -92,6 +110,7 @@ function parseOptions(argv: string[]): AbOptions | undefined {
     workDir: path.resolve(values.work ?? path.join(os.tmpdir(), `lm-ab-${profile}`)),
     loopFs: destFs === "loop",
     variants,
+    rttMs,
     out: values.out,
   };
 }
@@ -194,7 +213,11 @@ async function main(argv: string[]): Promise<number> {
   // Room for the copy, its staging and ext4's own metadata.
   const destFs = new DestinationFs(o.workDir, o.loopFs, Math.max(3 * 2 ** 30, Math.ceil((datasetBytes * 1.5) / 2 ** 30) * 2 ** 30));
   const destSide: Side = { name: "dest", root: path.join(destFs.mountPoint, "dest"), stagingDir: path.join(destFs.mountPoint, "staging") };
-  const migrationMap = { [SOURCE_HOST]: DEST_HOST };
+  // Behind the delay proxy the destination reaches its source at PROXIED_SOURCE_HOST, as in the benchmark.
+  const sourceInstanceHost = o.rttMs > 0 ? PROXIED_SOURCE_HOST : SOURCE_HOST;
+  const migrationMap = { [sourceInstanceHost]: DEST_HOST };
+  const addresses = o.rttMs > 0 ? [SOURCE_HOST, DEST_HOST, PROXIED_SOURCE_HOST] : [SOURCE_HOST, DEST_HOST];
+  const proxies: DelayProxy[] = [];
 
   interface Running {
     readonly variant: Variant;
@@ -206,8 +229,8 @@ async function main(argv: string[]): Promise<number> {
   try {
     const used: number[] = [];
     for (const variant of o.variants) {
-      const gateway = await freePort([SOURCE_HOST, DEST_HOST], used);
-      const peer = await freePort([SOURCE_HOST, DEST_HOST], [...used, gateway]);
+      const gateway = await freePort(addresses, used);
+      const peer = await freePort(addresses, [...used, gateway]);
       used.push(gateway, peer);
       const ports = { gateway, peer };
       const side: Side = { name: "source", root: sourceRoot, stagingDir: path.join(o.workDir, `source-staging-${variant.name}`) };
@@ -222,10 +245,15 @@ async function main(argv: string[]): Promise<number> {
         logLevel: "info",
         env: variant.env,
       });
-      await source.start(agentConfigYaml(side, SOURCE_HOST, SOURCE_HOST, ports, migrationMap));
+      await source.start(agentConfigYaml(side, sourceInstanceHost, SOURCE_HOST, ports, migrationMap));
       running.push({ variant, ports, source });
+      if (o.rttMs > 0) {
+        for (const port of [gateway, peer]) {
+          proxies.push(await startDelayProxy({ listenHost: PROXIED_SOURCE_HOST, listenPort: port, targetHost: SOURCE_HOST, targetPort: port, oneWayDelayMs: o.rttMs / 2 }));
+        }
+      }
     }
-    log(`source agents up; ${o.rounds} round(s) of ${o.variants.map((v) => v.name).join(", ")}`);
+    log(`source agents up${o.rttMs > 0 ? `, behind ${o.rttMs} ms of round trip` : ""}; ${o.rounds} round(s) of ${o.variants.map((v) => v.name).join(", ")}`);
 
     for (let round = 0; round < o.rounds; round++) {
       for (const { variant, ports, source } of roundOrder(running, round)) {
@@ -274,13 +302,14 @@ async function main(argv: string[]): Promise<number> {
       }
     }
   } finally {
+    await Promise.all(proxies.map((p) => p.close()));
     await Promise.all(running.map((r) => r.source.stop()));
     await destFs.remove();
   }
   const summary = summarize(rounds, o.variants.map((v) => v.name));
   process.stdout.write(`${renderSummary(summary)}\n`);
   if (o.out) {
-    await writeFile(o.out, JSON.stringify({ profile: o.profile, loopFs: o.loopFs, variants: o.variants, rounds, summary }, null, 2));
+    await writeFile(o.out, JSON.stringify({ profile: o.profile, loopFs: o.loopFs, rttMs: o.rttMs, variants: o.variants, rounds, summary }, null, 2));
     log(`wrote ${o.out}`);
   }
   return rounds.length === o.rounds * o.variants.length ? 0 : 1;

@@ -17,6 +17,8 @@ export const REPO_ROOT = path.resolve(import.meta.dirname, "../..");
 /** The source agent's address, and the destination's. */
 export const SOURCE_HOST = "127.0.0.1";
 export const DEST_HOST = "127.0.0.2";
+/** The source's address as the destination sees it behind the delay proxy (delay-proxy.ts). */
+export const PROXIED_SOURCE_HOST = "127.0.0.3";
 export const API = "/api/v1/live-migration";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -29,6 +29,7 @@ import {
   DEST_HOST,
   DestinationApi,
   freePort,
+  PROXIED_SOURCE_HOST,
   REPO_ROOT,
   sideOf,
   SOURCE_HOST,
@@ -51,8 +52,6 @@ import {
   type RsyncDaemon,
 } from "./tools.js";
 
-/** The source's address as the destination sees it in the delay-proxy scenario. */
-const PROXIED_SOURCE_HOST = "127.0.0.3";
 const GROUPS = ["lm", "rsync", "cp", "digest", "proxy"] as const;
 type Group = (typeof GROUPS)[number];
 

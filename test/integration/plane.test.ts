@@ -445,7 +445,7 @@ describe("PeerService.ReadFile", () => {
     await waitFor(() => limiter.active === 0, 1_000);
   });
 
-  it("measureLink: behind a 10 ms link large files get their own connection with a 32 MiB window; batches stay on the control connection", async () => {
+  it("measureLink: behind a 10 ms link large files get their own connection with a 20 MiB window; batches stay on the control connection", async () => {
     const lines: Record<string, unknown>[] = [];
     const sink = { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) };
     const logger = createRootLogger({ level: "debug", destination: sink });

@@ -78,7 +78,7 @@ export const LARGE_STREAMS_MAX = 1;
 export const LARGE_TAIL_BYTES = 4 << 20;
 /*
  * The tail grows with the link (file-transfer.ts, adaptiveTailBytes) up to one stream window of
- * large files (SourcePeer.largeFileWindowBytes: 16 MiB, up to 32 MiB on a slow link): at
+ * large files (SourcePeer.largeFileWindowBytes: 16 MiB, up to 20 MiB on a slow link): at
  * ~700 MB/s, 4 MiB covers ~6 ms, less than a 10 ms round trip. Behind the benchmark's 10 ms delay
  * proxy first bytes came 14-32 ms after their request, so most tails reached the cap.
  * - Fresh agents, 12 interleaved copies of the large tree, 16 MiB window: 7.56-8.13 s against
@@ -86,7 +86,8 @@ export const LARGE_TAIL_BYTES = 4 << 20;
  *   against 154-168 MB; a 32 MiB cap did no better (7.59-7.83 s), more than the window being of
  *   no use. On loopback (waits of 3-6 ms, tails of 4-7 MiB): 5.69-5.70 s against 5.50-5.92 s.
  * - With the 32 MiB window of a slow link, eight interleaved rounds behind the proxy: a 32 MiB
- *   cap 6.13-7.43 s (median 6.64) against 6.25-7.30 s (6.86) with 16, faster in seven.
+ *   cap 6.13-7.43 s (median 6.64) against 6.25-7.30 s (6.86) with 16, faster in seven. (The
+ *   slow link's window is 20 MiB since: client.ts, bulkWindowBytes.)
  */
 
 /** Runs the phase to the end (or until the signal aborts); every started transfer has stopped when it resolves. */
