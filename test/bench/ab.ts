@@ -26,7 +26,7 @@ import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { datasetLayout, generateDataset, type DatasetProfile } from "../../src/dataset/generate.js";
+import { generateDataset, type DatasetProfile } from "../../src/dataset/generate.js";
 import { parseEnvOption, parseVariant, renderSummary, roundOrder, summarize, type AbRound, type Variant } from "./ab-report.js";
 import {
   AgentMeter,
@@ -36,6 +36,7 @@ import {
   DEST_HOST,
   DestinationApi,
   freePort,
+  makeAgentDirs,
   PROXIED_SOURCE_HOST,
   SOURCE_HOST,
   type AgentPorts,
@@ -258,8 +259,7 @@ async function main(argv: string[]): Promise<number> {
     for (let round = 0; round < o.rounds; round++) {
       for (const { variant, ports, source } of roundOrder(running, round)) {
         await destFs.fresh();
-        const layout = datasetLayout(destSide.root);
-        for (const d of [...layout.dataDirs, layout.commitlogDir, layout.hintsDir, layout.savedCachesDir, destSide.stagingDir]) await mkdir(d, { recursive: true });
+        await makeAgentDirs(destSide);
         readTree(sourceRoot);
         const logFile = path.join(o.workDir, `dest-${variant.name}-${round}.log`);
         const dest = new AgentProcess({

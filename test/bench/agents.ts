@@ -5,7 +5,7 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { closeSync, openSync, readFileSync } from "node:fs";
-import { writeFile } from "node:fs/promises";
+import { mkdir, writeFile } from "node:fs/promises";
 import net from "node:net";
 import path from "node:path";
 import { stringify } from "yaml";
@@ -69,6 +69,12 @@ export interface Side {
 
 export function sideOf(workDir: string, name: string): Side {
   return { name, root: path.join(workDir, name), stagingDir: path.join(workDir, `${name}-staging`) };
+}
+
+/** Creates the directories that agentConfigYaml names for `side` (an empty destination's). */
+export async function makeAgentDirs(side: Side): Promise<void> {
+  const layout = datasetLayout(side.root);
+  for (const d of [...layout.dataDirs, layout.commitlogDir, layout.hintsDir, layout.savedCachesDir, side.stagingDir]) await mkdir(d, { recursive: true });
 }
 
 /** The sidecar.yaml of one agent (see the benchmark issue): instance `instanceHost`, listening on `bindHost`. */

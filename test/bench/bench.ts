@@ -19,7 +19,7 @@ import { mkdir, open, readFile, rename, rm, statfs, writeFile } from "node:fs/pr
 import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { datasetLayout, generateDataset, type DatasetOptions, type DatasetProfile } from "../../src/dataset/generate.js";
+import { generateDataset, type DatasetOptions, type DatasetProfile } from "../../src/dataset/generate.js";
 import { snapshotTree, type TreeEntry, type TreeExclude } from "../helpers/tree.js";
 import {
   AgentMeter,
@@ -29,6 +29,7 @@ import {
   DEST_HOST,
   DestinationApi,
   freePort,
+  makeAgentDirs,
   PROXIED_SOURCE_HOST,
   REPO_ROOT,
   sideOf,
@@ -409,8 +410,7 @@ class Bench {
     await this.destAgent?.stop();
     await this.emptyDestination(this.lmDest.root);
     await rm(this.lmDest.stagingDir, { recursive: true, force: true });
-    const layout = datasetLayout(this.lmDest.root);
-    for (const d of [...layout.dataDirs, layout.commitlogDir, layout.hintsDir, layout.savedCachesDir, this.lmDest.stagingDir]) await mkdir(d, { recursive: true });
+    await makeAgentDirs(this.lmDest);
     await this.destAgent!.start(this.destYaml);
   }
 
