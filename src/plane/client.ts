@@ -20,6 +20,7 @@ import type { BatchReadMessage, DigestResult, ReadFileMessage, ReadFileRequest, 
 import type { DigestAlgorithmName, FileEntry, MigrationStatus } from "../migration/types.js";
 import { decodeDigestFilesResponse, decodeListFilesResponse, decodeReadFilesResponse } from "./codec.js";
 import { methodDefinition, PLANE_MAX_MESSAGE_BYTES } from "./definition.js";
+import { pingRoundTripMs } from "./link-probe.js";
 import {
   fromClientError,
   fromMigrationStatus,
@@ -40,8 +41,10 @@ const MiB = 1024 * 1024;
 export const BULK_WINDOW_MAX_BYTES = 20 * 1024 * 1024;
 /** Window per ms of round trip: two round trips' worth at ~1.6 GB/s, faster than a destination writes. */
 const BULK_WINDOW_BYTES_PER_RTT_MS = 3.2 * 1024 * 1024;
-/** Round trips timed by measureLink at most (the least counts). */
-const RTT_PROBES = 2;
+/** The longest round trip, in ms, that CLIENT_FLOW_CONTROL_WINDOW_BYTES covers (5 ms; see bulkWindowBytes). */
+const FAST_LINK_MAX_RTT_MS = CLIENT_FLOW_CONTROL_WINDOW_BYTES / BULK_WINDOW_BYTES_PER_RTT_MS;
+/** PINGs measureLink times at most (link-probe.ts); the least counts, and it stops at the first that finds the link fast. */
+const RTT_PINGS = 3;
 /** Deadline of each of measureLink's calls, in ms: a source that does not answer fails the first pass instead, under its own retries. */
 const LINK_PROBE_DEADLINE_MS = 5_000;
 
@@ -59,9 +62,10 @@ const LINK_PROBE_DEADLINE_MS = 5_000;
  * destination holds too: on a slower machine (twenty-sixth session, `npm run ab --rtt-ms 10`,
  * large tree, six interleaved rounds) 16 MiB took 11.06 s with a destination peak of 173-181 MB,
  * 20 MiB 10.30 s and 182-199 MB, 24 MiB 10.51 s and 194-207 MB, 32 MiB 10.42 s and 209-228 MB,
- * over the 200 MB target; hence 20 MiB. The round trip is measured at the start of
- * a task (measureLink): timed at a large file's first request, mid-copy, two loopback calls took
- * 55 ms (an event loop busy with the batches reads their answers late), and loopback got the largest window.
+ * over the 200 MB target; hence 20 MiB. The round trip is measured at the start of a task
+ * (measureLink), with HTTP/2 PINGs (link-probe.ts): timed at a large file's first request,
+ * mid-copy, two loopback calls took 55 ms (an event loop busy with the batches reads their
+ * answers late), and loopback got the largest window.
  */
 export function bulkWindowBytes(rttMs: number): number {
   const wanted = Math.ceil((rttMs * BULK_WINDOW_BYTES_PER_RTT_MS) / MiB) * MiB;
@@ -209,17 +213,11 @@ export function connectSourcePeer(options: SourcePeerOptions): SourcePeer {
     },
 
     async measureLink(signal?: AbortSignal): Promise<number> {
-      // The first call opens the connection and runs cold code: not a round trip.
-      const status = () => unary(METHODS.getMigrationStatus, create(GetMigrationStatusRequestSchema), signal, LINK_PROBE_DEADLINE_MS);
-      await status();
-      let rttMs = Number.POSITIVE_INFINITY;
-      for (let i = 0; i < RTT_PROBES && bulkWindowBytes(rttMs) > CLIENT_FLOW_CONTROL_WINDOW_BYTES; i++) {
-        const started = performance.now();
-        await status();
-        rttMs = Math.min(rttMs, performance.now() - started);
-      }
+      // Opens the plane's connection, and fails fast when the source cannot be reached.
+      await unary(METHODS.getMigrationStatus, create(GetMigrationStatusRequestSchema), signal, LINK_PROBE_DEADLINE_MS);
+      const rttMs = await pingRoundTripMs(target, RTT_PINGS, FAST_LINK_MAX_RTT_MS, LINK_PROBE_DEADLINE_MS, signal);
       const windowBytes = bulkWindowBytes(rttMs);
-      logger.debug({ rttMs: +rttMs.toFixed(1), windowBytes }, "round trip to the source measured");
+      logger.debug({ rttMs: +rttMs.toFixed(2), windowBytes }, "round trip to the source measured");
       if (windowBytes > CLIENT_FLOW_CONTROL_WINDOW_BYTES && large === main && !closed) {
         large = newClient(windowBytes, { "grpc.use_local_subchannel_pool": 1 });
         largeWindowBytes = windowBytes;
