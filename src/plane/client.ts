@@ -213,9 +213,12 @@ export function connectSourcePeer(options: SourcePeerOptions): SourcePeer {
     },
 
     async measureLink(signal?: AbortSignal): Promise<number> {
-      // Opens the plane's connection, and fails fast when the source cannot be reached.
-      await unary(METHODS.getMigrationStatus, create(GetMigrationStatusRequestSchema), signal, LINK_PROBE_DEADLINE_MS);
+      // The status call opens the plane's connection meanwhile, and fails fast when the source
+      // cannot be reached; on a slow link the two cost the round trips of the pings alone.
+      const opened = unary(METHODS.getMigrationStatus, create(GetMigrationStatusRequestSchema), signal, LINK_PROBE_DEADLINE_MS);
+      opened.catch(() => undefined);
       const rttMs = await pingRoundTripMs(target, RTT_PINGS, FAST_LINK_MAX_RTT_MS, LINK_PROBE_DEADLINE_MS, signal);
+      await opened;
       const windowBytes = bulkWindowBytes(rttMs);
       logger.debug({ rttMs: +rttMs.toFixed(2), windowBytes }, "round trip to the source measured");
       if (windowBytes > CLIENT_FLOW_CONTROL_WINDOW_BYTES && large === main && !closed) {
