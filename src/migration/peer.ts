@@ -42,10 +42,11 @@ export interface SourcePeer {
   /** The source instance's completion record. */
   migrationStatus(signal?: AbortSignal): Promise<MigrationStatus>;
   /**
-   * Times round trips to the source, to be called while this side does nothing else (a busy
-   * event loop reads late and would make any link look slow); large files then go over a
-   * connection whose window suits the link (plane/client.ts). Until it has, and if it fails,
-   * they share the control connection. Resolves with the round trip in ms.
+   * Times the link's round trip to the source (HTTP/2 PINGs, plane/link-probe.ts), to be called
+   * while this side does nothing else (a busy event loop reads late and would make any link look
+   * slow); large files then go over a connection whose window suits the link (plane/client.ts).
+   * Until it has, and if it fails, they share the control connection. Resolves with the round
+   * trip in ms.
    */
   measureLink(signal?: AbortSignal): Promise<number>;
   /** The HTTP/2 receive window of large files (readFile): how much of one can be on its way at once. */
