@@ -81,10 +81,13 @@ export function codeFromErrno(errno: string | undefined): ErrorCode | undefined 
   }
 }
 
-/** Throws a Cancelled AgentError if the signal is aborted. */
+/** The error for work stopped by an aborted signal: its reason when that is an AgentError, else Cancelled. */
+export function abortError(signal: AbortSignal, cause?: unknown): AgentError {
+  const reason: unknown = signal.reason;
+  return reason instanceof AgentError ? reason : new AgentError("Cancelled", "operation cancelled", cause === undefined ? {} : { cause });
+}
+
+/** Throws abortError if the signal is aborted. */
 export function throwIfAborted(signal: AbortSignal | undefined): void {
-  if (signal?.aborted) {
-    const reason: unknown = signal.reason;
-    throw reason instanceof AgentError ? reason : new AgentError("Cancelled", "operation cancelled");
-  }
+  if (signal?.aborted) throw abortError(signal);
 }

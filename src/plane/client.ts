@@ -14,7 +14,7 @@ import {
   PeerServiceListFilesRequestSchema,
   ReadFilesRequestSchema,
 } from "../../gen/livemigration/v1/peer_pb.js";
-import { AgentError } from "../errors.js";
+import { abortError, AgentError } from "../errors.js";
 import { silentLogger, type Logger } from "../log.js";
 import type { BatchReadMessage, DigestResult, ReadFileMessage, ReadFileRequest, SourcePeer } from "../migration/peer.js";
 import type { DigestAlgorithmName, FileEntry, MigrationStatus } from "../migration/types.js";
@@ -100,11 +100,7 @@ const METHODS = {
 
 /** The error a failed call rejects with: the caller's abort reason wins over the transport's CANCELLED. */
 function callError(err: unknown, signal: AbortSignal | undefined): AgentError {
-  if (signal?.aborted) {
-    const reason: unknown = signal.reason;
-    return reason instanceof AgentError ? reason : new AgentError("Cancelled", "operation cancelled", { cause: err });
-  }
-  return fromClientError(err);
+  return signal?.aborted ? abortError(signal, err) : fromClientError(err);
 }
 
 function checkSignal(signal: AbortSignal | undefined): void {

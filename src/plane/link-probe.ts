@@ -10,7 +10,7 @@
  * 0.1-2.1 ms, the least of three under 0.6 ms.
  */
 import { connect, type ClientHttp2Session } from "node:http2";
-import { AgentError } from "../errors.js";
+import { abortError, AgentError } from "../errors.js";
 
 /**
  * The least of `pings` PING round trips to `authority` (host:port, IPv6 bracketed), in ms;
@@ -66,10 +66,7 @@ function step<T = undefined>(
     };
     const onError = (err: Error) => finish(err);
     const onClose = () => finish(new Error("connection closed"));
-    const onAbort = () => {
-      const reason: unknown = signal?.reason;
-      finish(reason instanceof AgentError ? reason : new AgentError("Cancelled", "operation cancelled"));
-    };
+    const onAbort = () => signal && finish(abortError(signal));
     const timer = setTimeout(() => finish(new AgentError("DeadlineExceeded", `no answer to the link probe within ${deadlineMs} ms`)), deadlineMs);
     session.on("error", onError);
     session.on("close", onClose);
