@@ -14,7 +14,7 @@
  * lm-sidecar is driven only through its documented REST API.
  */
 import { spawnSync } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, readdirSync } from "node:fs";
 import { mkdir, open, readFile, rename, rm, statfs, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -559,10 +559,24 @@ class Bench {
     for (const step of steps) await step();
   }
 
+  /**
+   * Deletes the trash of a run that was stopped before its cleanup (killed, or its cleanup cut
+   * short), which would otherwise hold the names this run sets its destinations aside under, and
+   * notes the deletion for settleDeletions like cleanup() does.
+   */
+  private async removeLeftoverTrash(): Promise<void> {
+    if (!existsSync(this.trashDir)) return;
+    const files = readdirSync(this.trashDir, { recursive: true }).length;
+    spawnSync("rm", ["-rf", "--", this.trashDir], { stdio: "ignore" });
+    await recordDeletion(this.o.workDir, files);
+    log(`deleted ${files} entries that an interrupted run left in ${this.trashDir}`);
+  }
+
   /** Runs everything; returns the scenario results in a stable order. */
   async run(): Promise<ScenarioResult[]> {
     const o = this.o;
     await mkdir(o.workDir, { recursive: true });
+    await this.removeLeftoverTrash();
     await this.prepareDataset();
     const addresses = [SOURCE_HOST, DEST_HOST, PROXIED_SOURCE_HOST];
     const gateway = await freePort(addresses, []);
