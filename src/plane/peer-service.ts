@@ -42,8 +42,19 @@ import {
   toReadFilesResponse,
 } from "./wire.js";
 
-/** Bytes per ReadFile data message (1 MiB), well under the 64 MiB message limit. */
-export const READ_CHUNK_BYTES = 1 << 20;
+/**
+ * Bytes per ReadFile data message (512 KiB), well under the 64 MiB message limit. The
+ * destination's grpc-js assembles each message from 16 KiB HTTP/2 frames into one buffer and
+ * keeps up to two per stream (main.ts); halving them from 1 MiB lowered the large copy's
+ * destination peak with no loss of speed. Copies of the large benchmark tree into fresh
+ * destinations, interleaved (twenty-seventh session, `npm run ab --profile large`): behind the
+ * 10 ms delay proxy, eight rounds, 9.60 s against 9.95 (faster in four), destination CPU 5.79 s
+ * against 6.80, peak 177 (168-188) MB against 188 (180-194), and in an earlier set of six 11.01
+ * s against 11.07, 179 (171-195) MB against 193 (188-203); on loopback, six rounds, 7.95 s
+ * against 8.43, 180 (174-185) MB against 185 (176-187). 256 KiB lowered the peak a little more
+ * (175 MB) but cost the source CPU and was slower behind the proxy (12.9 s).
+ */
+export const READ_CHUNK_BYTES = 512 << 10;
 /** Files per ReadFiles request at most. */
 export const READ_FILES_MAX_FILES = 4096;
 /** A ReadFiles stream reads at most this many files ahead of the one it sends… */
@@ -62,11 +73,12 @@ const READ_AHEAD_BYTES = 4 << 20;
 export const PACK_BYTES = 256 << 10;
 /**
  * ReadFiles reads files up to this size whole, synchronously while that stays cheap
- * (sync-budget.ts): one chunk, ~0.1-0.3 ms from the page cache. A bigger limit than one would
- * think: the asynchronous path costs six thread-pool hops per file (realpath, stat, open, read,
- * stat, close), and on the reference VM each hop cost the event loop ~0.2 ms.
+ * (sync-budget.ts): 1 MiB, the largest file a destination batches, ~0.1-0.3 ms from the page
+ * cache. A bigger limit than one would think: the asynchronous path costs six thread-pool hops
+ * per file (realpath, stat, open, read, stat, close), and on the reference VM each hop cost the
+ * event loop ~0.2 ms.
  */
-const SYNC_READ_MAX_BYTES = READ_CHUNK_BYTES;
+const SYNC_READ_MAX_BYTES = 1 << 20;
 /** Listing entries per ListFiles message. */
 export const LIST_BATCH_ENTRIES = 1000;
 /** Digest results per DigestFiles message at most (~100 bytes each). */

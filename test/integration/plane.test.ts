@@ -42,7 +42,7 @@ import { BUSY_MESSAGE, RequestLimiter } from "../../src/migration/request-limite
 import type { DigestAlgorithmName, FileEntry } from "../../src/migration/types.js";
 import { BULK_WINDOW_MAX_BYTES, CLIENT_FLOW_CONTROL_WINDOW_BYTES, connectSourcePeer } from "../../src/plane/client.js";
 import { methodDefinition } from "../../src/plane/definition.js";
-import { PACK_BYTES } from "../../src/plane/peer-service.js";
+import { PACK_BYTES, READ_CHUNK_BYTES } from "../../src/plane/peer-service.js";
 import { createPlaneServer, type PlaneServer, SERVER_CONNECTION_WINDOW_BYTES } from "../../src/plane/server.js";
 import { startDelayProxy } from "../bench/delay-proxy.js";
 import { freePort } from "../helpers/agents.js";
@@ -336,11 +336,12 @@ describe("PeerService.ListFiles", () => {
 describe("PeerService.ReadFile", () => {
   const bigUrl = `${FILES}/data/0/big.bin`;
 
-  it("streams a whole file in 1 MiB chunks with a whole-file XXH64 trailer", async () => {
+  it("streams a whole file in 512 KiB chunks with a whole-file XXH64 trailer", async () => {
     const entry = listing.find((e) => e.fileUrl === bigUrl)!;
     const bytes = await readFile(localPath(bigUrl));
     const got = await collect(peer.readFile({ fileUrl: bigUrl, offset: 0, expectedSize: entry.size, expectedLastModifiedTime: entry.lastModifiedTime }));
-    expect(got.chunks).toBe(24);
+    expect(READ_CHUNK_BYTES).toBe(512 * 1024);
+    expect(got.chunks).toBe(48);
     expect(got.data.equals(bytes)).toBe(true);
     expect(got.trailer).toEqual({ xxh64: xxh64OfFile(localPath(bigUrl), bytes), size: bytes.length, lastModifiedTime: entry.lastModifiedTime });
   });
@@ -535,7 +536,7 @@ describe("PeerService.ReadFiles", () => {
       expect(Buffer.concat(got.data).equals(bytes), entry.fileUrl).toBe(true);
       expect(got.trailer).toEqual({ xxh64: xxh64OfFile(localPath(entry.fileUrl), bytes), size: bytes.length, lastModifiedTime: entry.lastModifiedTime });
     }
-    expect(files.get(chosen.length - 1)!.data.length).toBe(24);
+    expect(files.get(chosen.length - 1)!.data.length).toBe((24 * MiB) / READ_CHUNK_BYTES);
     await waitFor(() => limiter.active === 0, 1_000);
   });
 

@@ -41,7 +41,7 @@ import type { BatchReadMessage, ReadFileTrailer } from "../peer.js";
 import { abortable, ensureDirectory, type FileOutcome, type TransferContext, type TransferProgress } from "./file-transfer.js";
 import type { SourceTarget } from "./plan.js";
 
-/** Files no bigger than this (one ReadFile chunk) may go in a batch. */
+/** Files no bigger than this may go in a batch (the source reads them whole, peer-service.ts). */
 export const BATCH_FILE_MAX_BYTES = 1 << 20;
 /** Files per ReadFiles call at most (the source accepts 4096). */
 export const BATCH_MAX_FILES = 512;

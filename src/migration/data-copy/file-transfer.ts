@@ -6,9 +6,10 @@
  *   trailer: size, mtime, xxh64 of [0,size) ------------------------+--> compare --> commit: mtime, fsync
  *                                                                            --> rename over target
  *
- * Memory stays flat whatever the file size: each chunk (<= 1 MiB, from the peer) is copied into
- * the writer's staging block and hashed, then dropped; nothing is concatenated. Whether a temp
- * file is continued or deleted is decided by the resume policy in resume-store.ts.
+ * Memory stays flat whatever the file size: each chunk (512 KiB from the source,
+ * READ_CHUNK_BYTES) is copied into the writer's staging block and hashed, then dropped; nothing
+ * is concatenated. Whether a temp file is continued or deleted is decided by the resume policy
+ * in resume-store.ts.
  */
 import { mkdirSync } from "node:fs";
 import { mkdir, open, rename, rm } from "node:fs/promises";
@@ -299,7 +300,7 @@ export interface AbortableStream<T> {
 /**
  * Wraps a peer stream; one abort listener serves every message. (Racing each next() against
  * one long-lived abort promise would leak: every race leaves a reaction on that promise that
- * holds its message, a 1 MiB chunk, until the stream ends.)
+ * holds its message, up to 512 KiB, until the stream ends.)
  */
 export function abortable<T>(stream: AsyncIterable<T>, signal: AbortSignal): AbortableStream<T> {
   const iterator = stream[Symbol.asyncIterator]();

@@ -22,7 +22,7 @@ import type { FileEntry } from "../types.js";
 
 export const RESUME_DIR_NAME = "live_migration_resume";
 
-/** Files smaller than this restart from 0 instead of keeping a record (4 MiB: four chunks). */
+/** Files smaller than this restart from 0 instead of keeping a record (4 MiB: eight ReadFile messages). */
 export const DEFAULT_RESUME_MIN_BYTES = 4 << 20;
 
 export interface ResumeRecord {
