@@ -46,13 +46,14 @@ import {
  * Bytes per ReadFile data message (512 KiB), well under the 64 MiB message limit. The
  * destination's grpc-js assembles each message from 16 KiB HTTP/2 frames into one buffer and
  * keeps up to two per stream (main.ts); halving them from 1 MiB lowered the large copy's
- * destination peak with no loss of speed. Copies of the large benchmark tree into fresh
+ * destination peak by ~10 MB at the same speed. Copies of the large benchmark tree into fresh
  * destinations, interleaved (twenty-seventh session, `npm run ab --profile large`): behind the
  * 10 ms delay proxy, eight rounds, 9.60 s against 9.95 (faster in four), destination CPU 5.79 s
  * against 6.80, peak 177 (168-188) MB against 188 (180-194), and in an earlier set of six 11.01
- * s against 11.07, 179 (171-195) MB against 193 (188-203); on loopback, six rounds, 7.95 s
- * against 8.43, 180 (174-185) MB against 185 (176-187). 256 KiB lowered the peak a little more
- * (175 MB) but cost the source CPU and was slower behind the proxy (12.9 s).
+ * s against 11.07, 179 (171-195) MB against 193 (188-203); on loopback, two sets of six and
+ * eight rounds, 7.95 and 8.72 s against 8.43 and 8.32 (within the machine's swings), peak 180
+ * and 174 MB against 185 and 184. 256 KiB lowered the peak a little more (175 MB) but cost the
+ * source CPU and was slower behind the proxy (12.9 s).
  */
 export const READ_CHUNK_BYTES = 512 << 10;
 /** Files per ReadFiles request at most. */
