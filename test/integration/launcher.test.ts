@@ -11,7 +11,7 @@ import { agentYaml, DEST_HOST, freePort, REPO_ROOT, SOURCE_HOST, sideLayout } fr
 import { makeTempDir, removeTempDirs } from "../helpers/tree.js";
 
 const LAUNCHER = path.join(REPO_ROOT, "src/cli/lm-sidecar.sh");
-const OUR_TUNABLES = "glibc.malloc.mmap_threshold=4194304:glibc.malloc.trim_threshold=67108864:glibc.malloc.hugetlb=1";
+const OUR_TUNABLES = "glibc.malloc.mmap_threshold=4194304:glibc.malloc.trim_threshold=67108864";
 
 /** Agents started by a test: killed afterwards if the test failed before stopping them. */
 const started: ChildProcess[] = [];
